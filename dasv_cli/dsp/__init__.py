@@ -1,0 +1,1 @@
+"""dasv.dsp: the paper's log-mel recipe and feature normalisation."""

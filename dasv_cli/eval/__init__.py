@@ -1,0 +1,1 @@
+"""dasv.eval: embedding extraction, scoring and metrics."""

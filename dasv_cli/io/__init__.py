@@ -1,0 +1,1 @@
+"""dasv.io: everything that touches files, nothing that learns."""

@@ -1,0 +1,1 @@
+"""dasv.model: the Double MHA speaker network in pure torch (no files, no CLI, no data loading)."""

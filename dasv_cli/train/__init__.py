@@ -1,0 +1,1 @@
+"""dasv.train: training examples, the training loop and distributed set-up."""
