@@ -1,0 +1,212 @@
+"""SpeakerNet: front-end -> pooling -> FC block -> embedding, and AM-Softmax logits for training.
+
+The network of "Double Multi-Head Attention for Speaker Verification" (India, Safari, Hernando;
+ICASSP 2021, arXiv 2007.13199) and the baselines it was compared with. `ModelConfig` defaults are
+the paper's setup (VGG4L with K=1024, Double MHA with 32 heads, 400-d embedding, AM-Softmax s=30,
+m=0.4, 5,994 VoxCeleb2 speakers): 21.5 M parameters.
+
+FC block, `numerics="paper"`:     e1 = BN1(ReLU(FC1(p)));  embedding = BN2(ReLU(FC2(e1)))
+FC block, `numerics="original"`:  e1 = ReLU(FC1(p));       embedding = BN2(ReLU(FC2(e1)))
+(the original code defines BN1 but never applies it; it also defines a third BatchNorm it never uses,
+which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax.
+The numerics also set the MHA score scaling and the head-drop rate (see pooling.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dasv_cli.model.frontends import FRONT_ENDS, build_front_end, front_end_blocks, output_frames
+from dasv_cli.model.margin import AMSoftmax
+from dasv_cli.model.pooling import NUMERICS, POOLINGS, build_pooling
+
+
+@dataclass
+class ModelConfig:
+    """Network hyper-parameters; the defaults are the paper's."""
+
+    front_end: str = "VGG4L"  # VGG3L | VGG4L
+    kernel_size: int = 1024  # K: channels of the last conv block
+    pooling: str = "DoubleMHA"  # DoubleMHA | MHA | Attention | Statistical
+    heads: int = 32  # heads of MHA / Double MHA
+    mask_prob: float = 0.3  # Double MHA head-drop probability (training only)
+    embedding_size: int = 400
+    n_mels: int = 80
+    num_speakers: int = 5994  # training classes (VoxCeleb2 dev in the paper)
+    scale: float = 30.0  # AM-Softmax s
+    margin: float = 0.4  # AM-Softmax m
+    annealing: bool = False  # the original tool's margin annealing
+    numerics: str = "paper"  # paper | original
+
+    def __post_init__(self) -> None:
+        front_end_blocks(self.front_end)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.numerics not in NUMERICS:
+            raise ValueError(f"unknown numerics {self.numerics!r}; choose 'paper' or 'original'")
+        for name in ("kernel_size", "heads", "embedding_size", "n_mels", "num_speakers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            setattr(self, name, int(value))
+        for name in ("mask_prob", "scale", "margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            setattr(self, name, float(value))
+        self.annealing = bool(self.annealing)
+        divisor = 2 ** (FRONT_ENDS[self.front_end] - 1)
+        if self.kernel_size % divisor:
+            raise ValueError(f"kernel_size {self.kernel_size} must be a multiple of {divisor} for {self.front_end}")
+        if self.pooling in ("DoubleMHA", "MHA") and self.frame_size % self.heads:
+            raise ValueError(
+                f"{self.heads} heads do not divide the frame vector size {self.frame_size} "
+                f"(K={self.kernel_size} x {self.frame_size // self.kernel_size} bands)"
+            )
+        if not 0.0 <= float(self.mask_prob) < 1.0:
+            raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
+        if not float(self.scale) > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+
+    @property
+    def blocks(self) -> int:
+        return FRONT_ENDS[self.front_end]
+
+    @property
+    def frame_size(self) -> int:
+        """D: size of the front-end's frame vectors, K x ceil(n_mels / 2^blocks)."""
+        return self.kernel_size * output_frames(self.n_mels, self.blocks)
+
+    @property
+    def pooled_size(self) -> int:
+        """Size of the pooling output."""
+        if self.pooling == "DoubleMHA":
+            return self.frame_size // self.heads
+        if self.pooling == "Statistical":
+            return 2 * self.frame_size
+        return self.frame_size
+
+    @property
+    def min_frames(self) -> int:
+        """Shortest input (frames) the front-end accepts: one frame vector after all pools."""
+        return 2**self.blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """From a plain dict (a checkpoint's config["model"]); unknown keys -> ValueError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class SpeakerNet(nn.Module):
+    """front_end -> pooling -> fc1/bn1/fc2/bn2 (embedding); pre + am_softmax give training logits."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg if cfg is not None else ModelConfig()
+        self.cfg = cfg
+        self.front_end = build_front_end(cfg.front_end, cfg.kernel_size, cfg.n_mels)
+        self.pooling = build_pooling(cfg.pooling, self.front_end.output_size, cfg.heads, cfg.mask_prob, cfg.numerics)
+        e = cfg.embedding_size
+        self.fc1 = nn.Linear(self.pooling.output_size, e)
+        self.bn1 = nn.BatchNorm1d(e) if cfg.numerics == "paper" else None
+        self.fc2 = nn.Linear(e, e)
+        self.bn2 = nn.BatchNorm1d(e)
+        self.pre = nn.Linear(e, e)
+        self.am_softmax = AMSoftmax(e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing)
+
+    @property
+    def min_frames(self) -> int:
+        """Shortest input in frames (16 for VGG4L, 8 for VGG3L)."""
+        return self.front_end.min_frames
+
+    @property
+    def embedding_size(self) -> int:
+        return self.cfg.embedding_size
+
+    def _check_input(self, feats: torch.Tensor) -> None:
+        if feats.dim() != 3 or feats.shape[-1] != self.cfg.n_mels:
+            raise ValueError(
+                f"SpeakerNet expects features [batch, frames, {self.cfg.n_mels}], got {list(feats.shape)}"
+            )
+        if feats.shape[1] < self.min_frames:
+            raise ValueError(
+                f"input has {feats.shape[1]} frames; {self.cfg.front_end} needs at least {self.min_frames} "
+                f"frames ({self.min_frames * 10} ms at a 10 ms hop)"
+            )
+
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """Utterance vectors [B, pooled_size] (front-end + pooling)."""
+        self._check_input(feats)
+        return self.pooling(self.front_end(feats))
+
+    def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """FC block: pooled vectors -> embeddings."""
+        e1 = F.relu(self.fc1(pooled))
+        if self.bn1 is not None:
+            e1 = self.bn1(e1)
+        return self.bn2(F.relu(self.fc2(e1)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Embeddings [B, embedding_size] for features [B, T, n_mels] with T >= min_frames."""
+        return self.embed_pooled(self.pool(feats))
+
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None = None, step: int | None = None
+    ) -> torch.Tensor:
+        """AM-Softmax logits [B, num_speakers] (float32); the margin applies when labels are given."""
+        return self.am_softmax(self.pre(embeddings), labels, step)
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
+    """Parameter counts per part and output sizes for `frames` input frames (built on the meta device)."""
+    if frames < cfg.min_frames:
+        raise ValueError(f"{frames} frames is shorter than the {cfg.front_end} minimum of {cfg.min_frames}")
+    with torch.device("meta"):
+        net = SpeakerNet(cfg)
+    parts = {
+        "front_end": count_parameters(net.front_end),
+        "pooling": count_parameters(net.pooling),
+        "embedding_block": count_parameters(net.fc1)
+        + count_parameters(net.bn1)
+        + count_parameters(net.fc2)
+        + count_parameters(net.bn2),
+        "classifier": count_parameters(net.pre) + count_parameters(net.am_softmax),
+    }
+    t_out = output_frames(frames, cfg.blocks)
+    return {
+        "config": cfg.to_dict(),
+        "parameters": {**parts, "total": sum(parts.values()), "embedding_extractor": sum(parts.values()) - parts["classifier"]},
+        "sizes": {
+            "input": [frames, cfg.n_mels],
+            "front_end": [t_out, cfg.frame_size],
+            "pooling": [cfg.pooled_size],
+            "embedding": [cfg.embedding_size],
+            "logits": [cfg.num_speakers],
+        },
+        "min_frames": cfg.min_frames,
+        "head_size": cfg.frame_size // cfg.heads if cfg.pooling in ("DoubleMHA", "MHA") else None,
+    }
+
+
+__all__ = ["ModelConfig", "SpeakerNet", "count_parameters", "describe"]
