@@ -85,8 +85,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path}: not a dasv checkpoint (refused by the safe loader: {first[:200]}); "
             f"an original research-tool .chkpt is converted with `dasv convert`"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from exc
+    except Exception as exc:  # torch raises KeyError, struct.error, RuntimeError... on non-checkpoints
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
             f"{path}: not a dasv checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "

@@ -1,0 +1,360 @@
+"""Embedding extraction: one embedding per whole utterance, each computed once.
+
+Utterances are grouped by exact length and only equal-length utterances share a batch, so nothing
+is padded or cropped and an utterance's embedding never depends on its batch mates (the network is in
+eval mode: BatchNorm uses its running statistics, no head is dropped). Features are normalised per
+utterance with the stored whole-utterance statistics, as the checkpoint's config["features"]["norm"]
+says ("cmn" by default).
+
+An utterance shorter than the network's minimum input (16 frames = 160 ms for VGG4L) is repeated in
+time until it reaches the minimum; a warning names such utterances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from dasv_cli.errors import DasvError, InputError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.io.embeddings import Embeddings
+    from dasv_cli.io.lists import AudioEntry, Trials
+
+# Frames per batch (sum over the batch). VGG4L with K=1024 keeps ~50 KB of activations per frame in
+# its first block, so 4,000 frames (40 s of speech) stay near 200 MB on a CPU.
+DEFAULT_MAX_FRAMES = 4000
+DEFAULT_MAX_BATCH = 64
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; an unusable explicit choice is a UsageError."""
+    import torch
+
+    d = (device or "auto").strip().lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
+        try:
+            torch.device(d)
+        except RuntimeError as exc:
+            raise UsageError(f"--device {device}: {exc}") from None
+        index = torch.device(d).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+        return d
+    if d == "cpu":
+        return d
+    if d == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return d
+    raise UsageError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+
+
+def load_any_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A dasv checkpoint dict from a dasv `.pt` or an original research-tool `.chkpt`."""
+    from dasv_cli.io.checkpoint import load_checkpoint
+    from dasv_cli.io.original import convert_original, is_original_checkpoint
+
+    path = Path(path)
+    if path.is_file() and is_original_checkpoint(path):
+        return convert_original(path)
+    try:
+        return load_checkpoint(path)
+    except DasvError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        # torch's safe unpickler fails on arbitrary bytes with assorted errors (KeyError, struct.error, ...).
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+def load_extractor(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(SpeakerNet in eval mode on `device`, checkpoint dict); accepts dasv .pt and original .chkpt."""
+    from dasv_cli.model import ModelConfig, SpeakerNet
+
+    path = Path(path)
+    ckpt = load_any_checkpoint(path)
+    config = ckpt.get("config") or {}
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise InputError(f"{path}: checkpoint config has no 'model' section")
+    try:
+        cfg = ModelConfig.from_dict(config["model"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: unusable model config ({exc})") from None
+    model = SpeakerNet(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise InputError(f"{path}: the weights do not fit the network in its config ({first})") from None
+    model.eval()
+    model.to(device)
+    return model, ckpt
+
+
+def checkpoint_norm(ckpt: dict[str, Any]) -> str:
+    """The feature normalisation the model was trained with ("cmn" when the checkpoint does not say)."""
+    features = (ckpt.get("config") or {}).get("features") or {}
+    norm = features.get("norm") or "cmn"
+    if norm not in ("cmn", "cmvn", "none"):
+        raise InputError(f"checkpoint names an unknown feature normalisation {norm!r}")
+    return norm
+
+
+def checkpoint_recipe(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    features = (ckpt.get("config") or {}).get("features") or {}
+    recipe = features.get("recipe")
+    return dict(recipe) if isinstance(recipe, dict) else None
+
+
+def recipe_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """Recipe fields both dicts name with different values ('field: a != b')."""
+    if not a or not b:
+        return []
+    return [f"{k}: {a[k]!r} != {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+
+
+def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
+    """Repeat a too-short utterance in time until it has `min_frames` frames."""
+    t = feats.shape[0]
+    if t >= min_frames:
+        return feats
+    reps = -(-min_frames // t)
+    return np.concatenate([feats] * reps, axis=0)[:min_frames]
+
+
+def _forward(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
+    """Embeddings of one batch, always in eval mode (BatchNorm running stats, no head dropping), so
+    the result never depends on the batch mates; the model's previous mode is restored."""
+    import torch
+
+    was_training = bool(model.training)
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+            return model(x).float().cpu().numpy()
+    finally:
+        if was_training:
+            model.train()
+
+
+def length_batches(lengths: Sequence[int], max_frames: int = DEFAULT_MAX_FRAMES,
+                   max_batch: int = DEFAULT_MAX_BATCH) -> list[np.ndarray]:
+    """Indices grouped into batches of equal length (longest first), each within the frame budget."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < order.size:
+        length = lengths[order[start]]
+        stop = start
+        while stop < order.size and lengths[order[stop]] == length:
+            stop += 1
+        per = int(max(1, min(max_batch, max_frames // max(int(length), 1))))
+        for s in range(start, stop, per):
+            batches.append(order[s:min(s + per, stop)])
+        start = stop
+    return batches
+
+
+@dataclass
+class _Reporter:
+    total: int
+    enabled: bool
+    description: str
+    _progress: Any = field(default=None, init=False)
+    _task: Any = field(default=None, init=False)
+
+    def __enter__(self) -> "_Reporter":
+        if self.enabled:
+            from dasv_cli.progress import make_progress
+
+            self._progress = make_progress()
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
+                          progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
+                          max_batch: int = DEFAULT_MAX_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done."""
+    from dasv_cli.dsp.logmel import normalise
+    from dasv_cli.progress import warn
+
+    model = getattr(model, "module", model)  # DistributedDataParallel / DataParallel wrappers
+    keys = list(keys)
+    if not keys:
+        return
+    absent = [k for k in keys if k not in store]
+    if absent:
+        shown = ", ".join(absent[:10]) + (f", ... ({len(absent) - 10} more)" if len(absent) > 10 else "")
+        raise InputError(f"{len(absent)} of {len(keys)} keys are not in the feature store {store.path}: {shown}")
+    lengths = [store.length(k) for k in keys]
+    min_frames = int(model.min_frames)
+    short = [k for k, n in zip(keys, lengths) if n < min_frames]
+    if short:
+        shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
+        warn(f"{len(short)} utterance(s) shorter than {min_frames} frames are repeated to reach it: {shown}")
+    with _Reporter(len(keys), progress, "embedding") as rep:
+        for batch in length_batches(lengths, max_frames, max_batch):
+            feats = []
+            for i in batch:
+                key = keys[i]
+                f = store[key]
+                mean, std = store.stats(key)
+                f = normalise(f, mean, std, norm)
+                feats.append(_fit_min_frames(np.asarray(f, dtype=np.float32), min_frames))
+            vectors = _forward(model, np.stack(feats), device)
+            rep.advance(len(batch))
+            yield [keys[i] for i in batch], vectors
+
+
+def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
+                progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
+                max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
+    """float32 [len(keys), E]: the embedding of each whole utterance, rows in the order of `keys`."""
+    model = getattr(model, "module", model)
+    keys = list(keys)
+    out = np.zeros((len(keys), int(model.embedding_size)), dtype=np.float32)
+    row = {k: i for i, k in enumerate(keys)}
+    for done, vectors in iter_store_embeddings(model, store, keys, norm, device, progress, max_frames, max_batch):
+        out[[row[k] for k in done]] = vectors
+    return out
+
+
+@dataclass
+class AudioFailure:
+    path: str
+    reason: str
+
+
+def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: dict[str, Any] | None,
+                          norm: str = "cmn", device: str = "cpu", progress: bool = True,
+                          failures: list[AudioFailure] | None = None, chunk: int = 256,
+                          max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
+                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Like iter_store_embeddings, but featurising audio files on the fly with the `dasv features`
+    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`."""
+    from dasv_cli.dsp.logmel import normalise
+    from dasv_cli.featurize import compute_one  # the exact `dasv features` computation
+    from dasv_cli.io.audio import AudioError
+    from dasv_cli.progress import warn
+
+    cfg = _logmel_config(recipe)
+    min_frames = int(model.min_frames)
+    failures = failures if failures is not None else []
+    short: list[str] = []
+    with _Reporter(len(entries), progress, "embedding audio") as rep:
+        for start in range(0, len(entries), chunk):
+            part = entries[start:start + chunk]
+            keys: list[str] = []
+            feats: list[np.ndarray] = []
+            for entry in part:
+                try:
+                    f, mean, std, _, _ = compute_one(str(entry.path), cfg, "float32")
+                except AudioError as exc:
+                    failures.append(AudioFailure(str(entry.path), exc.reason))
+                    rep.advance(1)
+                    continue
+                except ValueError as exc:  # shorter than one analysis window
+                    failures.append(AudioFailure(str(entry.path), str(exc)))
+                    rep.advance(1)
+                    continue
+                f = np.asarray(normalise(f, mean, std, norm), dtype=np.float32)
+                if f.shape[0] < min_frames:
+                    short.append(entry.key)
+                keys.append(entry.key)
+                feats.append(_fit_min_frames(f, min_frames))
+            for batch in length_batches([f.shape[0] for f in feats], max_frames, max_batch):
+                vectors = _forward(model, np.stack([feats[i] for i in batch]), device)
+                rep.advance(len(batch))
+                yield [keys[i] for i in batch], vectors
+    if short:
+        shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
+        warn(f"{len(short)} utterance(s) shorter than {min_frames} frames were repeated to reach it: {shown}")
+
+
+def _logmel_config(recipe: dict[str, Any] | None):
+    from dasv_cli.dsp.logmel import LogMelConfig
+
+    if not recipe:
+        return LogMelConfig()
+    known = {f for f in LogMelConfig.__dataclass_fields__}
+    try:
+        return LogMelConfig.from_dict({k: v for k, v in recipe.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the checkpoint's feature recipe is not usable here ({exc})") from None
+
+
+def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: str) -> None:
+    """Refuse features the network cannot take; warn when the recipe differs from the training one."""
+    from dasv_cli.progress import warn
+
+    n_mels = int(getattr(model.cfg, "n_mels", store.n_mels))
+    if store.n_mels != n_mels:
+        raise InputError(f"{store.path}: features have {store.n_mels} mel bands but {ckpt_name} expects {n_mels}")
+    diff = recipe_differences(checkpoint_recipe(ckpt), store.recipe)
+    if diff:
+        warn(f"{store.path}: feature recipe differs from the one {ckpt_name} was trained on ({'; '.join(diff[:4])})")
+
+
+def table_attrs(ckpt_path: str | Path, ckpt: dict[str, Any], norm: str, source: str) -> dict[str, Any]:
+    """Attributes that name where an embedding table came from."""
+    import json
+
+    from dasv_cli.io.embeddings import file_sha256
+
+    p = Path(ckpt_path)
+    return {
+        "checkpoint": str(p.resolve()),
+        "checkpoint_sha256": file_sha256(p),
+        "checkpoint_step": int(ckpt.get("step") or 0),
+        "model_config": json.dumps((ckpt.get("config") or {}).get("model") or {}, sort_keys=True),
+        "norm": norm,
+        "source": source,
+    }
+
+
+def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials: "Trials", device: str = "auto",
+                       skip_missing: bool = False, progress: bool = True,
+                       model_and_ckpt: tuple[Any, dict[str, Any]] | None = None) -> "Embeddings":
+    """Embed each unique utterance of `trials` once from a feature store (for score/validate).
+
+    Keys absent from the store are an error listing them, or left out with `skip_missing`.
+    """
+    from dasv_cli.eval.scoring import describe_missing
+    from dasv_cli.io.embeddings import Embeddings
+    from dasv_cli.io.shards import FeatureStore
+
+    dev = resolve_device(device)
+    model, ckpt = model_and_ckpt if model_and_ckpt is not None else load_extractor(model_path, dev)
+    store = FeatureStore(features_dir)
+    try:
+        check_store_fits(store, model, ckpt, str(model_path))
+        keys = trials.unique_keys()
+        present = [k for k in keys if k in store]
+        if len(present) != len(keys) and not skip_missing:
+            missing = [k for k in keys if k not in store]
+            raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}")
+                             + " (--skip-missing scores the rest)")
+        norm = checkpoint_norm(ckpt)
+        vectors = embed_store(model, store, present, norm=norm, device=dev, progress=progress)
+    finally:
+        store.close()
+    return Embeddings(present, vectors, {"checkpoint": str(model_path), "norm": norm})
+

@@ -1,0 +1,255 @@
+"""Embedding tables: one vector per utterance key, in HDF5 (the default) or as text lines.
+
+HDF5 layout (one file):
+    keys     variable-length UTF-8 strings [n]
+    vectors  float32 [n, dim]
+    attrs    format="dasv-embeddings", version, dasv_version, checkpoint (path as given),
+             checkpoint_sha256, norm, dim, plus whatever the writer adds (model step, ...)
+Text form: `key v1 v2 ... vdim` per line (what `dasv embed -o -` prints); readable back, so a table
+can go through a pipe. `export_npy` writes `vectors` as .npy with the keys beside it.
+
+Writes are atomic (temporary file + rename): an interrupted run leaves the previous table intact,
+and a rerun appends only the keys the table does not hold yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable, Sequence
+
+import numpy as np
+
+from dasv_cli.errors import DasvError, InputError, os_error_message, where
+
+TABLE_FORMAT = "dasv-embeddings"
+TABLE_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class Embeddings:
+    """Keys and their vectors (float32 [n, dim]) with the attributes that name where they came from."""
+
+    keys: list[str]
+    vectors: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+    _index: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.keys):
+            raise ValueError(f"vectors must be [n={len(self.keys)}, dim], got {self.vectors.shape}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def index(self) -> dict[str, int]:
+        """key -> row (built once)."""
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys)}
+        return self._index
+
+    def get(self, key: str) -> np.ndarray:
+        return self.vectors[self.index[key]]
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys (in the order given, each once) that this table does not hold."""
+        idx = self.index
+        return [k for k in dict.fromkeys(keys) if k not in idx]
+
+    def merged(self, keys: Sequence[str], vectors: np.ndarray) -> "Embeddings":
+        """A new table with these rows appended; keys already present are kept as they were."""
+        if not len(keys):
+            return self
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(keys):
+            raise ValueError(f"vectors must be [n={len(keys)}, dim], got {vectors.shape}")
+        if len(self) and vectors.shape[1] != self.dim:
+            raise InputError(f"cannot append {vectors.shape[1]}-dimensional vectors to a {self.dim}-dimensional table")
+        idx = self.index
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k not in idx:
+                first.setdefault(k, i)
+        keep = list(first.values())
+        new_keys = self.keys + [keys[i] for i in keep]
+        if not len(self):
+            new_vectors = vectors[keep]
+        else:
+            new_vectors = np.concatenate([self.vectors, vectors[keep]], axis=0)
+        return Embeddings(new_keys, new_vectors, dict(self.attrs))
+
+
+def empty(dim: int = 0, attrs: dict[str, Any] | None = None) -> Embeddings:
+    return Embeddings([], np.zeros((0, dim), dtype=np.float32), dict(attrs or {}))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Content hash that names a checkpoint in a table, so embeddings from two models never mix."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_hdf5(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def read_embeddings(path: str | Path) -> Embeddings:
+    """An embedding table from HDF5, or from text lines (`key v1 v2 ...`; `-` reads stdin)."""
+    if str(path) != "-":
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{p}: no such embedding table (make one with `dasv embed`)")
+        if p.is_dir():
+            raise InputError(f"{p}: is a directory, expected an embedding table")
+        if is_hdf5(p):
+            return _read_hdf5(p)
+    return _read_text(path)
+
+
+def _read_hdf5(path: Path) -> Embeddings:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "keys" not in f or "vectors" not in f:
+                raise InputError(f"{path}: not an embedding table (no 'keys' and 'vectors' datasets)")
+            keys = [k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in f["keys"][()]]
+            vectors = np.asarray(f["vectors"][()], dtype=np.float32)
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the embedding table ({exc})") from exc
+    if vectors.ndim != 2 or vectors.shape[0] != len(keys):
+        raise InputError(f"{path}: {len(keys)} keys but vectors of shape {vectors.shape}")
+    return Embeddings(keys, vectors, attrs)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _read_text(src: str | Path) -> Embeddings:
+    from dasv_cli.io.lists import iter_fields
+
+    keys: list[str] = []
+    rows: list[np.ndarray] = []
+    dim: int | None = None
+    seen: dict[str, int] = {}
+    for name, number, fields in iter_fields(src):
+        if dim is None:
+            # The key is the first field; every other field is a number (keys carry no spaces here).
+            dim = len(fields) - 1
+            if dim < 1:
+                raise InputError(f"{where(name, number)}: expected 'key v1 v2 ...', got one field")
+        if len(fields) != dim + 1:
+            raise InputError(f"{where(name, number)}: expected a key and {dim} numbers, got {len(fields)} fields")
+        try:
+            row = np.array(fields[1:], dtype=np.float32)
+        except ValueError as exc:
+            raise InputError(f"{where(name, number)}: not numbers after the key ({exc})") from exc
+        key = fields[0]
+        if key in seen:
+            raise InputError(f"{where(name, number)}: duplicate key {key!r} (first at line {seen[key]})")
+        seen[key] = number
+        keys.append(key)
+        rows.append(row)
+    if not keys:
+        raise InputError(f"{src}: the embedding table is empty")
+    return Embeddings(keys, np.stack(rows), {"format": "text"})
+
+
+def write_embeddings(path: str | Path, table: Embeddings, attrs: dict[str, Any] | None = None) -> None:
+    """Write `table` as HDF5 at `path` atomically (temporary file in the same folder, then rename)."""
+    import h5py
+
+    from dasv_cli import __version__
+
+    path = Path(path)
+    all_attrs: dict[str, Any] = dict(table.attrs)
+    all_attrs.update(attrs or {})
+    all_attrs.update({"format": TABLE_FORMAT, "version": TABLE_VERSION, "dasv_version": __version__,
+                      "dim": table.dim})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("keys", data=np.array(table.keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("vectors", data=table.vectors.astype(np.float32, copy=False))
+            for k, v in all_attrs.items():
+                if v is None:
+                    continue
+                f.attrs[k] = v
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def format_text_lines(keys: Sequence[str], vectors: np.ndarray) -> str:
+    """`key v1 v2 ...` lines; 9 significant digits keep float32 values exact when read back."""
+    out = []
+    for key, vec in zip(keys, np.asarray(vectors, dtype=np.float32)):
+        out.append(key + " " + " ".join(f"{float(x):.9g}" for x in vec) + "\n")
+    return "".join(out)
+
+
+def write_text(stream: IO[str] | None, keys: Sequence[str], vectors: np.ndarray) -> None:
+    """Text lines to a stream (stdout when None)."""
+    (stream or sys.stdout).write(format_text_lines(keys, vectors))
+
+
+def export_npy(table: Embeddings, path: str | Path) -> tuple[Path, Path]:
+    """`vectors` as `PATH` (.npy, float32 [n, dim]) and the keys, one per line, as `PATH.keys.txt`."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        path = path.with_suffix(path.suffix + ".npy") if path.suffix else path.with_suffix(".npy")
+    keys_path = path.with_name(path.name[: -len(".npy")] + ".keys.txt")
+    try:
+        np.save(path, table.vectors.astype(np.float32, copy=False))
+        keys_path.write_text("".join(k + "\n" for k in table.keys), encoding="utf-8")
+    except OSError as exc:
+        raise DasvError(f"cannot write {os_error_message(exc, path)}") from exc
+    return path, keys_path
