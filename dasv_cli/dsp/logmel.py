@@ -1,0 +1,263 @@
+"""The paper's log-mel features, computed in torch, and per-utterance CMN / CMVN.
+
+The recipe reproduces the original research tool (librosa 0.7-era `mfsc`) exactly:
+
+    y = wave * 32768                       (float waveform in [-1, 1) -> 16-bit scale)
+    y[1:] = y[1:] - 0.97 * y[:-1]; y[0] *= 0.03          (pre-emphasis)
+    X = librosa.stft(y, n_fft=512, hop_length=160, win_length=400, window="hamming", center=False)
+    M = librosa.feature.melspectrogram(S=|X|, sr=16000, n_mels=80, fmin=0, fmax=8000, norm=None)
+    feats = log(max(1, M)).T               -> [frames, 80]
+
+librosa zero-pads the 400-sample periodic Hamming window to the 512-point frame, centred (56 zeros
+each side), and frames are 512 samples long, so a signal of N >= 512 samples gives
+`1 + (N - 512) // 160` frames and frame t weights samples `[160 t + 56, 160 t + 456)`. We compute
+exactly that (the window is zero-padded to 512 and centred, as librosa does).
+
+Short signals (librosa itself refuses N < 512): a signal of 400 <= N < 512 samples (at least one
+25 ms window) has its waveform zero-padded at the end to 512 samples (before pre-emphasis) and
+gives one frame, the frame librosa gives for that zero-padded waveform; a signal shorter than 400
+samples is refused (ValueError).
+
+Precision: float32 throughout (the wave is already float32 on disk, and `x * 32768` is exact).
+Measured against a float64 librosa reference the largest difference is ~5e-4 (log domain) on the
+bundled speech, within the 1e-3 the tests demand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Any, Union
+
+import numpy as np
+
+ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821  (torch imported lazily)
+
+NORM_MODES = ("cmn", "cmvn", "none")
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """The feature recipe; the defaults are the paper's (and the original tool's) settings."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms at 16 kHz
+    hop_length: int = 160  # 10 ms at 16 kHz
+    window: str = "hamming"  # periodic (scipy/librosa `fftbins=True`), centred inside the n_fft frame
+    preemphasis: float = 0.97  # y[n] - 0.97 y[n-1]; the first sample is multiplied by 1 - 0.97
+    scale: float = 32768.0  # float waveform -> 16-bit integer scale, as the original tool did
+    fmin: float = 0.0
+    fmax: float = 8000.0  # half the sample rate
+    mel_scale: str = "slaney"  # librosa's default (htk=False)
+    mel_norm: str = "none"  # librosa `norm=None`: triangles peak at 1
+    magnitude_power: float = 1.0  # magnitude spectrum, not power
+    log_floor: float = 1.0  # natural log of max(log_floor, mel)
+
+    def __post_init__(self) -> None:
+        if self.window != "hamming":
+            raise ValueError(f"unsupported window {self.window!r} (only 'hamming')")
+        if self.mel_scale != "slaney" or self.mel_norm != "none":
+            raise ValueError("only the Slaney mel scale without band normalisation is supported")
+        if self.magnitude_power != 1.0:
+            raise ValueError("only the magnitude spectrum (power 1) is supported")
+        if not 0 < self.win_length <= self.n_fft:
+            raise ValueError(f"win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
+        if self.hop_length <= 0 or self.n_mels <= 0 or self.sample_rate <= 0:
+            raise ValueError("hop_length, n_mels and sample_rate must be positive")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got {self.fmin}, {self.fmax}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LogMelConfig":
+        """Inverse of to_dict; unknown keys are an error (a recipe we do not understand)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown feature recipe keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for a signal of `num_samples` (0 when shorter than one window)."""
+        if num_samples < self.win_length:
+            return 0
+        if num_samples < self.n_fft:
+            return 1
+        return 1 + (num_samples - self.n_fft) // self.hop_length
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest signal that gives a frame: one analysis window (25 ms)."""
+        return self.win_length
+
+
+# ---------------------------------------------------------------------------------------------
+# Slaney mel filterbank (librosa.filters.mel with htk=False, norm=None), written out in float64 so
+# that importing librosa (slow) is not needed at run time.
+
+
+def _hz_to_mel(freqs: np.ndarray) -> np.ndarray:
+    freqs = np.asarray(freqs, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    log_t = freqs >= min_log_hz
+    mels = np.where(log_t, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    log_t = mels >= min_log_mel
+    return np.where(log_t, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_filterbank(cfg: LogMelConfig = LogMelConfig()) -> np.ndarray:
+    """float64 [n_mels, 1 + n_fft // 2] triangular filters, equal to librosa.filters.mel(norm=None)."""
+    return _mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).copy()
+
+
+@lru_cache(maxsize=8)
+def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    fftfreqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    return np.maximum(0.0, np.minimum(lower, upper))
+
+
+@lru_cache(maxsize=8)
+def _torch_constants(cfg: LogMelConfig):
+    """(window [n_fft], zero-padded and centred; mel matrix [n_fft//2+1, n_mels]) as float32 torch tensors, built once."""
+    import torch
+
+    window = torch.zeros(cfg.n_fft, dtype=torch.float64)
+    left = (cfg.n_fft - cfg.win_length) // 2  # librosa centres the window inside the FFT frame
+    window[left:left + cfg.win_length] = torch.hamming_window(cfg.win_length, periodic=True, dtype=torch.float64)
+    window = window.float()
+    mel = torch.from_numpy(np.ascontiguousarray(mel_filterbank(cfg).T)).float()
+    return window, mel
+
+
+def logmel(wave: ArrayLike, cfg: LogMelConfig = LogMelConfig()) -> ArrayLike:
+    """Log-mel features of one 1-D waveform (float, [-1, 1), at cfg.sample_rate) -> float32 [frames, n_mels].
+
+    Returns a numpy array for numpy input and a torch tensor for torch input. Raises ValueError for a
+    signal shorter than one analysis window (cfg.win_length samples) or one that is not 1-D.
+    """
+    import torch
+
+    is_numpy = not isinstance(wave, torch.Tensor)
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)) if is_numpy else wave
+    out = _logmel_torch(x, cfg)
+    return out.numpy() if is_numpy else out
+
+
+def _logmel_torch(x: "torch.Tensor", cfg: LogMelConfig) -> "torch.Tensor":
+    import torch
+
+    if x.dim() != 1:
+        raise ValueError(f"expected a 1-D waveform, got shape {tuple(x.shape)}")
+    n = int(x.shape[0])
+    if n < cfg.win_length:
+        raise ValueError(
+            f"too short: {n} samples, less than one {cfg.win_length}-sample "
+            f"({1000 * cfg.win_length / cfg.sample_rate:g} ms) analysis window"
+        )
+    window, mel = _torch_constants(cfg)
+    device = x.device
+    if device.type != "cpu":
+        window, mel = window.to(device), mel.to(device)
+    x = x.to(torch.float32)
+    if n < cfg.n_fft:  # one window but less than one FFT frame: the waveform is zero-padded at the end
+        x = torch.nn.functional.pad(x, (0, cfg.n_fft - n))
+    total = int(x.shape[0])
+    y = torch.empty(total, dtype=torch.float32, device=device)
+    # pre-emphasis on the 16-bit scale: y[0] = (1 - a) x[0]; y[i] = x[i] - a x[i-1]
+    y[0] = x[0] * (cfg.scale * (1.0 - cfg.preemphasis))
+    torch.sub(x[1:], x[:-1], alpha=cfg.preemphasis, out=y[1:])
+    y[1:].mul_(cfg.scale)
+    frames = 1 + (total - cfg.n_fft) // cfg.hop_length
+    # [frames, n_fft] contiguous frames times the zero-padded window: rfft without its own padding
+    # copy (3-5x faster than rfft(..., n=n_fft) on the 400 windowed samples)
+    windowed = y[: (frames - 1) * cfg.hop_length + cfg.n_fft].unfold(0, cfg.n_fft, cfg.hop_length) * window
+    spec = torch.fft.rfft(windowed)
+    if spec.device.type == "cpu":
+        mag = torch.from_numpy(np.abs(spec.numpy()))  # numpy's complex abs is ~8x faster than torch's
+    else:
+        mag = spec.abs()
+    out = mag @ mel
+    return out.clamp_(min=cfg.log_floor).log_()
+
+
+def utterance_stats(feats: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over time of [frames, n_mels] features, float32 [n_mels] each (std with ddof=0).
+
+    Accumulated in float64 (two passes: mean, then the mean squared deviation), so long utterances
+    lose no precision; numpy's row-wise float64 sums are also ~4x faster here than torch's dim-0 var_mean.
+    """
+    if not isinstance(feats, np.ndarray):
+        feats = feats.detach().cpu().numpy()
+    d = np.asarray(feats, dtype=np.float64)
+    if d is feats:
+        d = d.copy()
+    n = d.shape[0]
+    mean = d.sum(axis=0) / n
+    d -= mean
+    d *= d
+    std = np.sqrt(d.sum(axis=0) / n)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalise(feats: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | None = None,
+              mode: str = "cmn", eps: float = 1e-5) -> ArrayLike:
+    """Per-utterance normalisation: "cmn" subtracts the mean, "cmvn" also divides by the std, "none".
+
+    `mean`/`std` are the utterance's statistics over time (FeatureStore.stats), so that a training
+    window can be normalised like the whole utterance; when omitted they are computed from `feats`
+    (over the time axis, dim -2). Works on numpy [T, F] and torch [..., T, F]; returns the same kind.
+    """
+    if mode not in NORM_MODES:
+        raise ValueError(f"unknown normalisation {mode!r}; expected one of {', '.join(NORM_MODES)}")
+    if mode == "none":
+        return feats
+    import torch
+
+    if isinstance(feats, torch.Tensor):
+        if mean is None:
+            mean = feats.mean(dim=-2, keepdim=True)
+        else:
+            mean = torch.as_tensor(mean, dtype=feats.dtype, device=feats.device)
+            if mean.dim() == feats.dim() - 1:
+                mean = mean.unsqueeze(-2)
+        out = feats - mean
+        if mode == "cmvn":
+            if std is None:
+                std = feats.std(dim=-2, unbiased=False, keepdim=True)
+            else:
+                std = torch.as_tensor(std, dtype=feats.dtype, device=feats.device)
+                if std.dim() == feats.dim() - 1:
+                    std = std.unsqueeze(-2)
+            out = out / (std + eps)
+        return out
+    arr = np.asarray(feats)
+    m = arr.mean(axis=-2, keepdims=True) if mean is None else np.expand_dims(np.asarray(mean), -2)
+    out = arr - m.astype(arr.dtype, copy=False)
+    if mode == "cmvn":
+        s = arr.std(axis=-2, keepdims=True) if std is None else np.expand_dims(np.asarray(std), -2)
+        out = out / (s.astype(arr.dtype, copy=False) + eps)
+    return out

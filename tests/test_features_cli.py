@@ -1,0 +1,297 @@
+"""`dasv features` and `dasv inspect` as a user runs them (real processes): parity, bad inputs, resume
+after SIGKILL, concurrent runs, duplicate keys, reruns, --overwrite, write failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dasv_cli.featurize import featurize
+from dasv_cli.io.shards import LOCK_NAME, FeatureStore, StoreLock, list_shards, list_temporary
+from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
+
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def _list(path: Path, files) -> Path:
+    path.write_text("".join(f"{f}\n" for f in files))
+    return path
+
+
+def _dasv_popen(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, **ENV)
+    return subprocess.Popen([sys.executable, "-m", "dasv_cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _same_content(a: Path, b: Path) -> None:
+    """Two stores hold the same keys with bit-identical features and statistics."""
+    sa, sb = FeatureStore(a), FeatureStore(b)
+    assert sorted(sa.keys()) == sorted(sb.keys())
+    for key in sa.keys():
+        np.testing.assert_array_equal(sa[key], sb[key])
+        for x, y in zip(sa.stats(key), sb.stats(key)):
+            np.testing.assert_array_equal(x, y)
+        assert sa.samples(key) == sb.samples(key)
+    sa.close()
+    sb.close()
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory, demo_dir, demo_files) -> Path:
+    """The bundled set through the CLI with two jobs (shared by the tests that only read it)."""
+    from conftest import run_dasv
+
+    work = tmp_path_factory.mktemp("demo")
+    lst = _list(work / "demo.lst", [f.relative_to(demo_dir) for f in demo_files])
+    res = run_dasv("features", lst, "-o", work / "feats", "--audio-dir", demo_dir, "--jobs", "2", env=ENV)
+    assert res.code == 0, res.stderr
+    assert "x real-time" in res.stderr and "resampled to 16000 Hz: 0 of 40" in res.stderr
+    assert res.stdout == ""
+    return work / "feats"
+
+
+def test_demo_store_matches_the_reference(demo_store, demo_dir, demo_files):
+    store = FeatureStore(demo_store)
+    assert len(store) == 40
+    worst = 0.0
+    for f in demo_files:
+        key = str(f.relative_to(demo_dir).with_suffix(""))
+        wave, sr = sf.read(str(f), dtype="float32")
+        ref = reference_logmel(wave)
+        got = store[key]
+        assert got.shape == ref.shape
+        worst = max(worst, float(np.abs(got - ref).max()))
+        mean, std = store.stats(key)
+        np.testing.assert_allclose(mean, got.astype(np.float64).mean(0), atol=1e-5)
+        np.testing.assert_allclose(std, got.astype(np.float64).std(0), atol=1e-5)
+        assert store.samples(key) == len(wave)
+    assert worst <= TOL, worst
+    assert store.recipe["n_fft"] == 512 and store.recipe["win_length"] == 400
+
+
+def test_inspect(demo_store, dasv):
+    res = dasv("inspect", demo_store)
+    assert res.code == 0
+    assert "utterances  40" in res.stdout and "failed      0" in res.stdout and "hop_length=160" in res.stdout
+    info = json.loads(dasv("inspect", demo_store, "--json").stdout)
+    assert info["utterances"] == 40 and info["failed"] == 0 and info["recipe"]["n_mels"] == 80
+    assert info["frames"] == FeatureStore(demo_store).total_frames()
+    assert 0.07 < info["hours"] < 0.09
+    missing = dasv("inspect", demo_store.parent / "nothing-here")
+    assert missing.code == 1 and missing.stderr.startswith("dasv: error: ") and "no such feature store" in missing.stderr
+
+
+def test_help_shows_examples(dasv):
+    for cmd in ("features", "inspect"):
+        res = dasv(cmd, "--help")
+        assert res.code == 0 and f"dasv {cmd} " in res.stdout and "Examples" in res.stdout
+
+
+def _write_bad_inputs(d: Path, demo_files) -> tuple[list[str], dict[str, str]]:
+    """A list of good and bad inputs; returns (list lines, {path: expected reason})."""
+    d.mkdir()
+    sf.write(d / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(d / "short.wav", np.zeros(300, np.float32) + 0.1, 16000)  # 18.75 ms
+    nan = np.full(8000, 0.1, np.float32)
+    nan[7] = np.nan
+    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "corrupt.flac").write_bytes(b"fLaC" + os.urandom(3000))
+    sf.write(d / "noext.wav", sf.read(str(demo_files[1]), dtype="float32")[0], 16000)  # listed without ext
+    sf.write(d / "stereo8k.wav", np.stack([np.sin(np.arange(8000) / 5)] * 2, 1).astype(np.float32) * 0.3, 8000)
+    expected = {
+        str(d / "missing.wav"): "no such file",
+        str(d / "empty.wav"): "empty audio",
+        str(d / "short.wav"): "too short",
+        str(d / "nan.wav"): "NaN or infinite",
+        str(d / "corrupt.flac"): "not readable audio",
+    }
+    lines = [str(demo_files[0]), str(d / "missing.wav"), str(d / "empty.wav"), str(d / "short.wav"),
+             str(d / "nan.wav"), str(d / "corrupt.flac"), str(d / "noext"), str(d / "stereo8k.wav")]
+    return lines, expected
+
+
+def test_bad_inputs_are_listed_and_the_rest_stored(tmp_path, demo_files, dasv):
+    lines, expected = _write_bad_inputs(tmp_path / "audio", demo_files)
+    out = tmp_path / "feats"
+    res = dasv("features", "-", "-o", out, "--jobs", "2", input="".join(f"{x}\n" for x in lines), env=ENV)
+    assert res.code == 3, res.stderr
+    assert "5 of 8 inputs failed" in res.stderr and "resampled to 16000 Hz: 1 of 3" in res.stderr
+    rows = (out / "failed.tsv").read_text().splitlines()
+    assert rows[0] == "path\treason"
+    failed = dict(r.split("\t") for r in rows[1:])
+    assert set(failed) == set(expected)
+    for path, reason in expected.items():
+        assert reason in failed[path], (path, failed[path])
+    store = FeatureStore(out)
+    assert sorted(store.keys()) == sorted([str(demo_files[0].with_suffix("")), str(tmp_path / "audio" / "noext"),
+                                          str(tmp_path / "audio" / "stereo8k")])
+    assert store.length(str(tmp_path / "audio" / "stereo8k")) == 1 + (16000 - 512) // 160  # 1 s at 16 kHz
+    info = json.loads(dasv("inspect", out, "--json").stdout)
+    assert info["failed"] == 5 and info["utterances"] == 3
+    # once the bad files are fixed (removed from the list), a rerun skips the stored ones: exit 0
+    res = dasv("features", "-", "-o", out, input="".join(f"{x}\n" for x in lines if x not in expected), env=ENV)
+    assert res.code == 0 and "3 of 3 listed files already stored" in res.stderr
+    assert not (out / "failed.tsv").exists()
+
+
+def test_duplicate_keys_refused_before_any_work(tmp_path, demo_files, dasv):
+    lst = _list(tmp_path / "dup.lst", [demo_files[0], demo_files[1], demo_files[0].with_suffix("")])
+    res = dasv("features", lst, "-o", tmp_path / "feats")
+    assert res.code == 1
+    assert f"{lst}:3: duplicate key" in res.stderr and "first at line 1" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "feats").exists()
+
+
+def test_rerun_skips_overwrite_recomputes_dtype_mismatch_refused(tmp_path, demo_files, dasv):
+    lst = _list(tmp_path / "a.lst", demo_files[:3])
+    out = tmp_path / "feats"
+    assert dasv("features", lst, "-o", out, "-j", "1", "-q", env=ENV).code == 0
+    first = list_shards(out)
+    mtime = first[0].stat().st_mtime_ns
+    more = _list(tmp_path / "b.lst", demo_files[:5])
+    res = dasv("features", more, "-o", out, "-j", "1", env=ENV)
+    assert res.code == 0 and "3 of 5 listed files already stored" in res.stderr
+    assert first[0].stat().st_mtime_ns == mtime and len(list_shards(out)) == 2 and len(FeatureStore(out)) == 5
+    res = dasv("features", more, "-o", out, "--dtype", "float16", env=ENV)
+    assert res.code == 2 and "already holds float32 features" in res.stderr
+    res = dasv("features", lst, "-o", out, "--dtype", "float16", "--overwrite", "-q", "--json", env=ENV)
+    assert res.code == 0 and json.loads(res.stdout)["stored"] == 3
+    store = FeatureStore(out)
+    assert store.dtype == "float16" and len(store) == 3 and len(list_shards(out)) == 1
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, demo_files, dasv):
+    lst = _list(tmp_path / "demo.lst", demo_files)
+    ref = tmp_path / "ref"
+    assert dasv("features", lst, "-o", ref, "-j", "2", "-q", env=ENV).code == 0
+    out = tmp_path / "killed"
+    for attempt in range(3):  # kill it mid-run (after some shards are complete) -- retry if it was too quick
+        proc = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite")
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list_shards(out)) < 3 and proc.poll() is None:
+            time.sleep(0.01)
+        running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        if running:
+            break
+    assert running and proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = FeatureStore(out)
+    assert 0 < len(partial) < len(demo_files)
+    partial.close()
+    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500", env=ENV)
+    assert res.code == 0, res.stderr
+    assert "already stored" in res.stderr
+    assert not list_temporary(out)
+    _same_content(out, ref)
+
+
+def test_ctrl_c_keeps_what_was_computed(tmp_path, demo_files, dasv):
+    lst = _list(tmp_path / "demo.lst", demo_files)
+    out = tmp_path / "feats"
+    for attempt in range(3):
+        proc = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite")
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list_shards(out)) < 2 and proc.poll() is None:
+            time.sleep(0.01)
+        running = proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if running:
+            break
+    assert running and proc.returncode == 130, err
+    err = err.decode()
+    assert "interrupted: the" in err and "rerun the same command to continue" in err
+    assert not list_temporary(out)
+    stored = len(FeatureStore(out))
+    assert 2 <= stored < len(demo_files)
+    res = dasv("features", lst, "-o", out, "--shard-frames", "1500", env=ENV)
+    assert res.code == 0 and f"{stored} of {len(demo_files)} listed files already stored" in res.stderr
+    assert len(FeatureStore(out)) == len(demo_files)
+
+
+def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
+    lst = _list(tmp_path / "demo.lst", demo_files)
+    out = tmp_path / "feats"
+    first = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q")
+    deadline = time.time() + 60
+    lock = out / LOCK_NAME
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        time.sleep(0.01)
+    second = dasv("features", lst, "-o", out, "-j", "1", "-q", env=ENV)
+    still_running = first.poll() is None
+    first.communicate(timeout=300)
+    assert still_running, "the first run ended before the second started"
+    assert second.code == 1
+    assert f"another `dasv features` run (pid {first.pid})" in second.stderr
+    assert first.returncode == 0 and len(FeatureStore(out)) == len(demo_files)
+    with StoreLock(out):  # released when the first run ended
+        pass
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+
+def test_write_failure_is_one_line_and_loses_nothing_done(tmp_path, demo_files, dasv):
+    out = tmp_path / "feats"
+    assert dasv("features", _list(tmp_path / "a.lst", demo_files[:2]), "-o", out, "-q", env=ENV).code == 0
+    before = {p.name: p.read_bytes() for p in list_shards(out)}
+    lst = _list(tmp_path / "all.lst", demo_files)
+    proc = subprocess.run([sys.executable, "-m", "dasv_cli", "features", str(lst), "-o", str(out), "-j", "1", "-q"],
+                          capture_output=True, text=True, env=dict(os.environ, **ENV), preexec_fn=_limit_file_size)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), proc.stderr
+    assert "rerun to continue" in lines[0]
+    assert {p.name: p.read_bytes() for p in list_shards(out)} == before  # finished work intact
+    assert not list_temporary(out)
+    res = dasv("features", lst, "-o", out, "-q", env=ENV)
+    assert res.code == 0 and len(FeatureStore(out)) == len(demo_files)
+
+
+def test_output_that_cannot_be_created(tmp_path, demo_files, dasv):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = dasv("features", _list(tmp_path / "a.lst", demo_files[:1]), "-o", blocker / "feats")
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("dasv: error: cannot create the output directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_output(tmp_path, demo_files, dasv):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        res = dasv("features", _list(tmp_path / "a.lst", demo_files[:1]), "-o", ro)
+    finally:
+        ro.chmod(0o755)
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1 and "permission denied" in res.stderr
+
+
+def test_library_use_and_extensionless_paths(tmp_path, demo_files):
+    """featurize() without the CLI; a list line without extension means .wav (as the original tool)."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    wave = sf.read(str(demo_files[2]), dtype="float32")[0]
+    sf.write(audio / "utt.wav", wave, 16000, subtype="PCM_16")
+    lst = _list(tmp_path / "l.lst", ["utt"])
+    result = featurize(lst, tmp_path / "feats", audio_dir=audio, jobs=1, progress=False)
+    assert result.exit_code == 0 and result.stored == 1 and result.failed == []
+    store = FeatureStore(tmp_path / "feats")
+    assert store.keys() == ["utt"]
+    np.testing.assert_allclose(store["utt"], reference_logmel(sf.read(str(audio / "utt.wav"))[0]), atol=TOL)

@@ -1,0 +1,131 @@
+"""The HDF5 feature store: writing (atomic shards, rotation, dtype), reading (index, windows, stats), fork safety, lock."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from dasv_cli.dsp.logmel import LogMelConfig, utterance_stats
+from dasv_cli.errors import DasvError, InputError
+from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock, list_shards, list_temporary
+
+RECIPE = LogMelConfig().to_dict()
+
+
+def _utterances(n: int = 7, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"spk{i % 3}/utt-{i}": (rng.standard_normal((50 + 37 * i, 80)) * 2 + i).astype(np.float32)
+            for i in range(n)}
+
+
+def _write(directory, utts, **kw) -> list:
+    with ShardWriter(directory, RECIPE, **kw) as w:
+        for key, f in utts.items():
+            m, s = utterance_stats(f)
+            w.add(key, f, m, s, samples=f.shape[0] * 160 + 352)
+    return w.completed
+
+
+def test_round_trip_with_rotation_windows_and_stats(tmp_path):
+    utts = _utterances()
+    shards = _write(tmp_path, utts, shard_frames=300, chunk_frames=64)
+    assert len(shards) > 2 and list_shards(tmp_path) == shards and not list_temporary(tmp_path)
+    store = FeatureStore(tmp_path)
+    assert len(store) == len(utts) and store.keys() == list(utts)
+    assert "spk0/utt-0" in store and "nope" not in store
+    assert store.recipe == RECIPE and store.dtype == "float32"
+    for key, f in utts.items():
+        np.testing.assert_array_equal(store[key], f)
+        assert store.length(key) == f.shape[0]
+        np.testing.assert_array_equal(store.window(key, 13, 29), f[13:42])
+        np.testing.assert_array_equal(store.window(key, f.shape[0] - 5, 5), f[-5:])
+        mean, std = store.stats(key)
+        np.testing.assert_allclose(mean, f.mean(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(std, f.std(0), rtol=1e-5)
+        assert store.samples(key) == f.shape[0] * 160 + 352
+    with h5py.File(shards[0]) as h:
+        assert h["feats"].chunks == (64, 80)  # chunked along frames
+        assert h.attrs["hop_length"] == 160 and h.attrs["n_mels"] == 80 and h.attrs["format"] == "dasv-features"
+    info = store.summary()
+    assert info["utterances"] == len(utts) and info["frames"] == sum(f.shape[0] for f in utts.values())
+    with pytest.raises(ValueError, match="outside"):
+        store.window("spk0/utt-0", 40, 20)
+    with pytest.raises(KeyError, match="not in the feature store"):
+        store["nope"]
+    store.close()
+
+
+def test_float16_store_returns_float32(tmp_path):
+    utts = _utterances(3)
+    _write(tmp_path, utts, dtype="float16")
+    store = FeatureStore(tmp_path)
+    assert store.dtype == "float16"
+    for key, f in utts.items():
+        got = store[key]
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, f.astype(np.float16).astype(np.float32))
+        np.testing.assert_allclose(store.stats(key)[0], f.mean(0), rtol=1e-5, atol=1e-5)  # stats from float32
+
+
+def test_unfinished_shard_is_invisible_and_abort_removes_it(tmp_path):
+    utts = _utterances(3)
+    w = ShardWriter(tmp_path, RECIPE)
+    for key, f in utts.items():
+        w.add(key, f, *utterance_stats(f), samples=1000)
+    assert list_shards(tmp_path) == [] and len(list_temporary(tmp_path)) == 1  # only a temporary name
+    with pytest.raises(InputError, match="no feature shards"):
+        FeatureStore(tmp_path)
+    w.abort()
+    assert list_temporary(tmp_path) == [] and list_shards(tmp_path) == []
+    # a new writer continues the numbering after existing complete shards
+    first = _write(tmp_path, utts)
+    second = _write(tmp_path, _utterances(2, seed=5))  # the same keys once more: a store refuses that
+    assert [p.name for p in first + second] == ["shard-00000.h5", "shard-00001.h5"]
+    with pytest.raises(InputError, match="also stored in"):
+        FeatureStore(tmp_path)
+
+
+def _child_read(store: FeatureStore, key: str, queue) -> None:
+    queue.put((store.window(key, 3, 10), len(store._files)))
+
+
+def test_store_is_fork_and_pickle_safe(tmp_path):
+    utts = _utterances(3)
+    _write(tmp_path, utts)
+    store = FeatureStore(tmp_path)
+    key = next(iter(utts))
+    np.testing.assert_array_equal(store[key], utts[key])  # parent has a handle open now
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_read, args=(store, key, queue))
+    proc.start()
+    window, handles = queue.get(timeout=60)
+    proc.join(60)
+    assert proc.exitcode == 0
+    np.testing.assert_array_equal(window, utts[key][3:13])
+    assert handles == 1  # the child opened its own handle
+    clone = pickle.loads(pickle.dumps(store))
+    np.testing.assert_array_equal(clone.window(key, 0, 5), utts[key][:5])
+    np.testing.assert_array_equal(store.window(key, 0, 5), utts[key][:5])  # parent handle still fine
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(InputError, match="no such feature store"):
+        FeatureStore(tmp_path / "nowhere")
+    (tmp_path / "shard-00000.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(InputError, match="not a readable feature shard"):
+        FeatureStore(tmp_path)
+
+
+def test_lock_excludes_a_second_writer(tmp_path):
+    first = StoreLock(tmp_path).acquire()
+    with pytest.raises(DasvError, match=rf"another `dasv features` run \(pid {os.getpid()}\)"):
+        StoreLock(tmp_path).acquire()
+    first.release()
+    with StoreLock(tmp_path):
+        pass
