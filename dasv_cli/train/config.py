@@ -1,0 +1,308 @@
+"""Training configuration: one dataclass whose defaults are the paper's recipe, filled from TOML and flags.
+
+Resolution order (later wins): the defaults below, then `--config FILE.toml` (or `./dasv.toml` when
+no `--config` is given and the file exists), then the command-line flags the user actually typed.
+Relative paths in a TOML file are taken relative to that file's directory, so a prepared directory
+with a `dasv.toml` trains with `dasv train --gpus 2` from anywhere inside it.
+
+The option set mirrors the original research tool (miquelindia90/DoubleMHA, scripts/train.py) with
+its defaults; names follow the CLI (`kernel_size` here is `--kernel-size` there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dasv_cli.errors import InputError, UsageError
+
+FRONT_ENDS = ("VGG3L", "VGG4L")
+POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical")
+OPTIMIZERS = ("Adam", "SGD", "RMSprop")
+NORMS = ("cmn", "cmvn", "none")
+PRECISIONS = ("fp32", "bf16")
+NUMERICS = ("paper", "original")
+
+# Fields that are file-system paths (resolved against the TOML file's directory).
+PATH_FIELDS = ("train_labels", "features", "valid_clients", "valid_impostors", "valid_trials",
+               "valid_features", "out")
+
+# Fields that define the network: a resumed run must keep them.
+MODEL_FIELDS = ("front_end", "kernel_size", "heads", "embedding_size", "pooling", "mask_prob",
+                "scale", "margin", "annealing", "numerics")
+
+DEFAULT_TOML = "dasv.toml"
+
+
+@dataclass
+class TrainConfig:
+    """Everything `dasv train` needs; defaults are the paper's (India et al., ICASSP 2021)."""
+
+    # data
+    train_labels: str | None = None
+    features: str | None = None
+    valid_clients: str | None = None
+    valid_impostors: str | None = None
+    valid_trials: str | None = None
+    valid_features: str | None = None
+    out: str | None = None
+    # network
+    front_end: str = "VGG4L"
+    kernel_size: int = 1024
+    heads: int = 32
+    embedding_size: int = 400
+    pooling: str = "DoubleMHA"
+    mask_prob: float = 0.3
+    scale: float = 30.0
+    margin: float = 0.4
+    annealing: bool = False
+    numerics: str = "paper"
+    # examples
+    window_seconds: float = 3.5
+    random_slicing: bool = False
+    norm: str = "cmn"
+    # optimisation
+    optimizer: str = "Adam"
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    grad_accumulation: int = 2
+    max_epochs: int = 1_000_000
+    max_steps: int = 0  # 0: no limit (the run ends by early stopping or max_epochs)
+    max_minutes: float = 0.0  # 0: no limit; else stop (and save) at the first update after this wall time
+    early_stopping: int = 25  # stop after more than this many validations without gain; -1: never
+    lr_patience: int = 15  # halve the LR each time this many validations pass without gain; 0: never
+    max_nonfinite: int = 20  # consecutive non-finite batches before the run is declared diverged
+    # reporting
+    print_every: int = 1000
+    validate_every: int = 10000
+    save_every: int = 1000  # last.pt every N updates (also at every validation and at the end)
+    # machinery
+    workers: int = 2
+    seed: int = 1234
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    gpus: int = 0
+    procs: int = 0
+    resume: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (stored in every checkpoint, printed at start)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @property
+    def window_frames(self) -> int:
+        """Frames per training window (10 ms hop: seconds x 100)."""
+        return int(round(self.window_seconds * 100))
+
+    def world_size_requested(self) -> int:
+        return max(self.gpus, self.procs, 1)
+
+    def check(self) -> None:
+        """Option values that cannot work: one-line UsageError each."""
+        choices = {"front_end": FRONT_ENDS, "pooling": POOLINGS, "optimizer": OPTIMIZERS,
+                   "norm": NORMS, "precision": PRECISIONS, "numerics": NUMERICS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UsageError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
+        positive = ("kernel_size", "heads", "embedding_size", "batch_size", "grad_accumulation",
+                    "max_epochs", "print_every", "validate_every", "save_every", "max_nonfinite")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        for name in ("max_steps", "workers", "gpus", "procs", "lr_patience"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
+        if self.early_stopping < -1:
+            raise UsageError(f"--early-stopping must be -1 (never) or a count (got {self.early_stopping})")
+        if not 0.0 <= self.mask_prob < 1.0:
+            raise UsageError(f"--mask-prob must be in [0, 1) (got {self.mask_prob})")
+        if self.max_minutes < 0:
+            raise UsageError(f"--max-minutes must not be negative (got {self.max_minutes})")
+        if self.window_seconds <= 0:
+            raise UsageError(f"--window-seconds must be positive (got {self.window_seconds})")
+        if self.learning_rate <= 0:
+            raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if self.weight_decay < 0:
+            raise UsageError(f"--weight-decay must not be negative (got {self.weight_decay})")
+        if self.gpus and self.procs:
+            raise UsageError("--gpus and --procs exclude each other (GPUs use NCCL, --procs is CPU with gloo)")
+        if self.gpus and self.device == "cpu":
+            raise UsageError("--gpus N trains on GPUs; it cannot be combined with --device cpu")
+        if self.procs and self.device not in ("auto", "cpu"):
+            raise UsageError("--procs N trains on the CPU; use --gpus N for GPUs")
+
+    def check_paths(self) -> None:
+        """The paths training cannot start without (called after TOML + flags are merged)."""
+        missing = [flag for flag, value in (("--train-labels", self.train_labels),
+                                            ("--features", self.features), ("-o/--out", self.out))
+                   if not value]
+        if missing:
+            raise UsageError(
+                f"missing {', '.join(missing)} (give them as flags, in --config FILE.toml, or in ./{DEFAULT_TOML})"
+            )
+        has_pair = bool(self.valid_clients) or bool(self.valid_impostors)
+        if has_pair and not (self.valid_clients and self.valid_impostors):
+            raise UsageError("--valid-clients and --valid-impostors go together (same- and different-speaker pairs)")
+        if has_pair and self.valid_trials:
+            raise UsageError("give either --valid-trials or --valid-clients/--valid-impostors, not both")
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.valid_trials or (self.valid_clients and self.valid_impostors))
+
+
+def _load_toml_module():
+    try:
+        import tomllib  # Python >= 3.11
+
+        return tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli  # type: ignore[import-not-found]
+
+            return tomli
+        except ModuleNotFoundError:
+            return None
+
+
+_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Check a TOML value against the field's type; ints are accepted where floats are expected."""
+    kind = _TYPES[name].replace(" ", "")
+    if kind in ("str|None", "str"):
+        if not isinstance(value, str):
+            raise InputError(f"{where}: '{name}' must be a string (got {type(value).__name__})")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: '{name}' must be true or false (got {value!r})")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: '{name}' must be an integer (got {value!r})")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: '{name}' must be a number (got {value!r})")
+        return float(value)
+    raise AssertionError(f"unhandled field type {kind}")  # pragma: no cover
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Options from a TOML file: flat `key = value` or under a `[train]` table; dashes or underscores.
+
+    Unknown keys and wrongly typed values are one-line errors naming the file (and the key).
+    Relative paths are resolved against the file's directory.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such config file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a TOML config file")
+    toml = _load_toml_module()
+    if toml is None:  # pragma: no cover - Python 3.10 without tomli
+        raise InputError(f"{path}: reading TOML needs Python >= 3.11 or the 'tomli' package (pip install tomli)")
+    try:
+        with path.open("rb") as fh:
+            data = toml.load(fh)
+    except toml.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text") from exc
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    known = set(_TYPES)
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        name = raw_key.replace("-", "_")
+        if isinstance(value, dict):
+            raise InputError(f"{path}: unexpected table [{raw_key}] (options go at the top level or under [train])")
+        if name == "resume":
+            raise InputError(f"{path}: 'resume' is a command-line flag only (dasv train --resume)")
+        if name not in known:
+            close = _closest(name, known)
+            hint = f" (did you mean '{close}'?)" if close else ""
+            raise InputError(f"{path}: unknown option '{raw_key}'{hint}")
+        value = _coerce(name, value, str(path))
+        if name in PATH_FIELDS:
+            p = Path(value).expanduser()
+            value = str(p if p.is_absolute() else (path.parent / p))
+        out[name] = value
+    return out
+
+
+def _closest(name: str, known: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+    return match[0] if match else None
+
+
+def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None,
+                   cwd: str | Path | None = None) -> tuple[TrainConfig, Path | None]:
+    """Defaults <- TOML (`config_file`, else `cwd/dasv.toml` when present) <- flags that were given.
+
+    `flags` holds only the options the user typed (None values are ignored). Returns the config and
+    the TOML file that was read (or None).
+    """
+    source: Path | None = None
+    if config_file is not None:
+        source = Path(config_file)
+    else:
+        candidate = Path(cwd if cwd is not None else ".") / DEFAULT_TOML
+        if candidate.is_file():
+            source = candidate
+    values: dict[str, Any] = read_toml(source) if source is not None else {}
+    for name, value in flags.items():
+        if name not in _TYPES:
+            raise AssertionError(f"unknown flag field {name}")  # pragma: no cover - programming error
+        if value is not None:
+            values[name] = value
+    cfg = TrainConfig(**values)
+    cfg.check()
+    return cfg, source
+
+
+def config_from_dict(data: dict[str, Any], where: str = "checkpoint") -> TrainConfig:
+    """A TrainConfig from a stored dict (a checkpoint's config['train']); unknown keys are refused."""
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        raise InputError(f"{where}: unknown training options {', '.join(unknown)} (written by a newer dasv?)")
+    return TrainConfig(**data)
+
+
+def format_config(cfg: TrainConfig, source: Path | None = None) -> str:
+    """The resolved config as aligned `name = value` lines (printed at start)."""
+    items = cfg.to_dict()
+    width = max(len(k) for k in items)
+    head = f"resolved config (defaults <- {source} <- flags):" if source else "resolved config:"
+    lines = [head]
+    for k, v in items.items():
+        lines.append(f"  {k:<{width}} = {v!r}")
+    return "\n".join(lines)
+
+
+def model_config_dict(cfg: TrainConfig, num_speakers: int, n_mels: int = 80) -> dict[str, Any]:
+    """The ModelConfig fields (network contract) from the training options."""
+    return {
+        "front_end": cfg.front_end, "kernel_size": cfg.kernel_size, "pooling": cfg.pooling,
+        "heads": cfg.heads, "mask_prob": cfg.mask_prob, "embedding_size": cfg.embedding_size,
+        "n_mels": n_mels, "num_speakers": num_speakers, "scale": cfg.scale, "margin": cfg.margin,
+        "annealing": cfg.annealing, "numerics": cfg.numerics,
+    }
+
+
+__all__ = ["TrainConfig", "read_toml", "resolve_config", "config_from_dict", "format_config",
+           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "PATH_FIELDS"]

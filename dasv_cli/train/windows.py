@@ -1,0 +1,221 @@
+"""Training examples: random fixed-length windows read straight from the feature store.
+
+All randomness lives in the *plan* (which utterance, where the window starts, how long it is), drawn
+in the main process from a generator keyed by (seed, epoch). Loader workers only read and normalise,
+so the examples do not depend on the number of workers, every rank can compute every other rank's
+share (each rank takes a disjoint slice of the same permutation), and a resumed run re-creates the
+epoch's plan and skips the batches already used without reading them.
+
+Only the window's frames are read (`FeatureStore.window`); an utterance shorter than the window is
+repeated (tiled) to fill it. Each example is normalised with the utterance's stored statistics
+(`FeatureStore.stats`: the whole utterance's mean/std, as the original tool normalised whole files).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+# The original tool sliced a batch to a random length between 2 s and the window (`--randomSlicing`).
+MIN_SLICE_FRAMES = 200
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One rank's batch in the plan: utterance indices, window starts, and the common length."""
+
+    index: np.ndarray  # int64 [B]
+    start: np.ndarray  # int64 [B]
+    frames: int
+
+
+def epoch_plan(lengths: np.ndarray, batch_size: int, window_frames: int, seed: int, epoch: int,
+               rank: int = 0, world: int = 1, random_slicing: bool = False,
+               min_slice: int = MIN_SLICE_FRAMES) -> list[Batch]:
+    """This rank's batches for one epoch (same on every machine for the same arguments).
+
+    The epoch's permutation is cut into global batches of `batch_size * world`; rank r takes the r-th
+    slice of each, so ranks never share an example and all ranks run the same number of batches (the
+    remainder that does not fill a global batch is dropped, as DataLoader's drop_last would).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = lengths.size
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
+    perm = rng.permutation(n)
+    # Window starts for every utterance of the epoch, drawn in permutation order.
+    room = np.maximum(lengths[perm] - window_frames, 0)
+    starts = (rng.random(n) * (room + 1)).astype(np.int64)
+    starts = np.minimum(starts, room)
+    global_batch = batch_size * world
+    n_batches = n // global_batch
+    slice_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 1])
+    if random_slicing and window_frames > min_slice:
+        frames = slice_rng.integers(min_slice, window_frames, size=n_batches)
+    else:
+        frames = np.full(n_batches, window_frames, dtype=np.int64)
+    plan = []
+    for b in range(n_batches):
+        lo = (b * world + rank) * batch_size
+        plan.append(Batch(index=perm[lo:lo + batch_size], start=starts[lo:lo + batch_size], frames=int(frames[b])))
+    return plan
+
+
+def batches_per_epoch(n_utterances: int, batch_size: int, world: int = 1) -> int:
+    return n_utterances // (batch_size * world)
+
+
+class WindowBatchSampler:
+    """A batch sampler for DataLoader: yields lists of (utterance index, start, frames) per batch.
+
+    `set_epoch(epoch, skip)` selects the epoch's plan and skips its first `skip` batches (resume).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, window_frames: int, seed: int,
+                 rank: int = 0, world: int = 1, random_slicing: bool = False) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.window_frames = window_frames
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        self.random_slicing = random_slicing
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch = epoch
+        self.skip = skip
+
+    def plan(self) -> list[Batch]:
+        return epoch_plan(self.lengths, self.batch_size, self.window_frames, self.seed, self.epoch,
+                          self.rank, self.world, self.random_slicing)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for batch in self.plan()[self.skip:]:
+            yield [(int(i), int(s), batch.frames) for i, s in zip(batch.index, batch.start)]
+
+    def __len__(self) -> int:
+        return max(0, batches_per_epoch(self.lengths.size, self.batch_size, self.world) - self.skip)
+
+
+def tile_to(feats: np.ndarray, frames: int) -> np.ndarray:
+    """Repeat a short utterance along time until it fills `frames` frames."""
+    n = feats.shape[0]
+    if n >= frames:
+        return feats[:frames]
+    if n == 0:
+        raise ValueError("cannot tile an utterance with no frames")
+    reps = math.ceil(frames / n)
+    return np.tile(feats, (reps, 1))[:frames]
+
+
+class WindowDataset:
+    """Map-style dataset over (utterance index, start, frames) -> (normalised window, label).
+
+    Holds only the store's path; each process (main or loader worker) opens its own FeatureStore on
+    first use, so nothing HDF5 crosses a fork.
+    """
+
+    def __init__(self, store_path: str, keys: Sequence[str], labels: Sequence[int],
+                 lengths: Sequence[int], norm: str = "cmn") -> None:
+        self.store_path = str(store_path)
+        self.keys = list(keys)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.norm = norm
+        self._store = None
+        self._pid = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_store"] = None
+        state["_pid"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def store(self):
+        if self._store is None or self._pid != os.getpid():
+            from dasv_cli.io.shards import FeatureStore
+
+            self._store = FeatureStore(self.store_path)
+            self._pid = os.getpid()
+        return self._store
+
+    def read(self, i: int, start: int, frames: int) -> np.ndarray:
+        """The raw window (tiled when the utterance is shorter), float32 [frames, n_mels]."""
+        store = self.store()
+        key = self.keys[i]
+        length = int(self.lengths[i])
+        if length >= frames:
+            start = min(max(int(start), 0), length - frames)
+            feats = store.window(key, start, frames)
+        else:
+            feats = tile_to(np.asarray(store[key]), frames)
+        return np.asarray(feats, dtype=np.float32)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+        from dasv_cli.dsp.logmel import normalise
+
+        i, start, frames = item
+        feats = self.read(i, start, frames)
+        if self.norm != "none":
+            mean, std = self.store().stats(self.keys[i])
+            feats = normalise(feats, mean, std, self.norm)
+        return np.ascontiguousarray(feats, dtype=np.float32), int(self.labels[i])
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def collate_windows(items: list[tuple[np.ndarray, int]]):
+    """Stack equal-length windows into (feats float32 [B, T, F], labels int64 [B]) tensors."""
+    import torch
+
+    feats = torch.from_numpy(np.stack([x for x, _ in items]))
+    labels = torch.as_tensor([y for _, y in items], dtype=torch.int64)
+    return feats, labels
+
+
+class WorkerInit:
+    """DataLoader worker set-up: ignore Ctrl-C (the main process saves and stops the run), seed
+    per rank and worker (workers draw nothing from the plan, but any library randomness stays
+    reproducible), and one thread per worker."""
+
+    def __init__(self, seed: int, rank: int) -> None:
+        self.seed = seed
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        import torch
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        torch.set_num_threads(1)
+        s = (self.seed * 1_000_003 + self.rank * 1009 + worker_id) & 0xFFFFFFFF
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+
+def make_loader(dataset: WindowDataset, sampler: WindowBatchSampler, workers: int, seed: int, rank: int,
+                pin_memory: bool = False):
+    """The DataLoader: plan-driven batches, `workers` reader processes kept across epochs."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    # A private generator for the loader's per-iterator base seed, so that starting an iterator (at
+    # each epoch, or mid-epoch on resume) never consumes the global RNG that drives head masking.
+    generator = torch.Generator()
+    generator.manual_seed((seed * 31 + rank) & 0x7FFFFFFF)
+    kwargs = {}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=WorkerInit(seed, rank))
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_windows,
+                      pin_memory=pin_memory, generator=generator, **kwargs)
