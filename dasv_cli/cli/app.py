@@ -105,14 +105,16 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader of stdout went away (`dasv ... | head`): not an error for a data producer.
+        _silence_stdout()
+        return 0
     except OSError as exc:
         if debug_enabled():
             import traceback
 
             traceback.print_exc()
         return _fail(os_error_message(exc), EXIT_ERROR)
-    except BrokenPipeError:  # pragma: no cover - pipelines such as `dasv score ... | head`
-        return 0
     if rv == EXIT_INTERRUPTED:
         return _fail("interrupted", EXIT_INTERRUPTED)
     return rv if isinstance(rv, int) else 0
@@ -124,7 +126,14 @@ def main() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        # The reader went away (`| head`): not an error for a data producer.
+        _silence_stdout()
+    sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on a closed pipe."""
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(code)
+    except (OSError, ValueError):
+        pass

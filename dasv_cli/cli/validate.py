@@ -55,9 +55,11 @@ def validate(
     progress.set_quiet(quiet)
     trial_list, trials_name = read_trial_arguments(trial_files, trials)
     if model.is_dir():
-        candidates = sorted(p for p in model.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+        # Recursive, so `runs/` ranks the checkpoints of every run in it (runs/<name>/best.pt ...).
+        candidates = sorted(p for p in model.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES
+                            and not p.name.startswith("."))
         if not candidates:
-            raise InputError(f"{model}: no checkpoints (*.pt, *.chkpt) in this directory")
+            raise InputError(f"{model}: no checkpoints (*.pt, *.chkpt) in this directory or below it")
     else:
         candidates = [model]
     dev = engine.resolve_device(device)
