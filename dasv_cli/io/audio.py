@@ -46,13 +46,23 @@ class Audio:
         return len(self.wave) / self.sample_rate
 
 
+_INT16_SUBTYPES = ("PCM_16",)
+
+
 def read_audio(path: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Audio:
     """Decode `path` to float32 mono at `sample_rate`; AudioError for anything unusable."""
     import soundfile as sf
 
     p = Path(path)
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=False)
+        with sf.SoundFile(str(p)) as fh:
+            rate = fh.samplerate
+            if fh.subtype in _INT16_SUBTYPES:
+                # 16-bit sources (most speech corpora): decoding to int16 skips libsndfile's float
+                # conversion; scaling by 2**-15 is exact and gives the very same float32 samples.
+                data = fh.read(dtype="int16", always_2d=False).astype(np.float32) * np.float32(1.0 / 32768.0)
+            else:
+                data = fh.read(dtype="float32", always_2d=False)
     except FileNotFoundError:
         raise AudioError(p, "no such file") from None
     except IsADirectoryError:
