@@ -8,6 +8,7 @@ the training rate so the model never waits for data).
 
     python bench/train_real.py                       # ~5 min per numerics, features cached in /tmp
     python bench/train_real.py --minutes 1 --numerics paper
+    python bench/train_real.py --steps 400            # same updates for both numerics: comparable EERs
 
 The small config (K=64, 8 heads, 128-d embedding, 2 s windows, batch 32, lr 1e-3) is a CPU-sized
 stand-in for the paper's (K=1024, 32 heads, 400-d, 3.5 s, batch 64x2, lr 1e-4); the code path is the
@@ -112,6 +113,8 @@ def loader_rate(cfg, seconds: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="training budget per numerics")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="a fixed number of updates instead of a time budget (EER curves then do not depend on load)")
     ap.add_argument("--numerics", nargs="+", default=["paper", "original"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/dasv-bench-train-real"))
     ap.add_argument("--threads", type=int, default=2)
@@ -131,7 +134,7 @@ def main() -> None:
     base = dict(train_labels=str(labels), features=str(feats), valid_trials=str(trials), kernel_size=64, heads=8,
                 embedding_size=128, window_seconds=2.0, batch_size=32, grad_accumulation=1, learning_rate=1e-3,
                 print_every=10, validate_every=args.validate_every, save_every=100000, workers=args.workers,
-                max_minutes=args.minutes, early_stopping=-1)
+                max_minutes=0.0 if args.steps else args.minutes, max_steps=args.steps, early_stopping=-1)
     rate = loader_rate(TrainConfig(**base, out=str(args.work / "unused")), seconds=15)
     print(f"data loader alone: {rate:.0f} samples/s ({args.workers} worker(s), 2 s windows, CMN)")
     os.system("uptime")

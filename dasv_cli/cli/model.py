@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         embedding_size: Optional[int] = typer.Option(None, "--embedding-size", help="Embedding size [paper: 400]."),
         num_speakers: Optional[int] = typer.Option(None, "--num-speakers", help="Training speakers [paper: 5994]."),
         n_mels: Optional[int] = typer.Option(None, "--n-mels", help="Log-mel bands [paper: 80]."),
-        numerics: Optional[str] = typer.Option(None, "--numerics", help="paper or original [default: paper]."),
+        numerics: Optional[str] = typer.Option(None, "--numerics", help="paper or original [default: original]."),
         source: Optional[Path] = typer.Option(
             None, "--from", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
         ),
