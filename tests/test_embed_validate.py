@@ -138,7 +138,7 @@ def test_embedding_does_not_depend_on_batch_mates(lab):
     # Normalisation follows the argument (CMVN gives other vectors than CMN).
     cmvn = engine.embed_store(model, store, keys[:2], norm="cmvn", progress=False)
     np.testing.assert_allclose(cmvn[0], reference_embedding(model, store, keys[0], "cmvn"), rtol=1e-4, atol=1e-4)
-    assert np.linalg.norm(cmvn[0] - batched[0]) > 0.1
+    assert np.linalg.norm(cmvn[0] - batched[0]) > 0.01  # 100x the tolerance of the comparisons above
     store.close()
 
 
