@@ -54,6 +54,8 @@ def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
         reason = "no space left on device"
+    elif exc.errno == errno.EFBIG:
+        reason = "file too large (the disk or a file-size limit is full)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         reason = "permission denied (read-only location?)" if exc.errno != errno.EROFS else "read-only file system"
     return f"{target}: {reason}" if target else reason

@@ -62,6 +62,10 @@ def embed(
     if audio == "-" and keys == "-":
         raise UsageError("--audio and --keys cannot both read stdin")
     kind = _output_kind(output)
+    if kind != "stdout":
+        from dasv_cli.io.atomic import check_writable
+
+        check_writable(output, "embeddings")
     dev = engine.resolve_device(device)
     wanted = read_key_list(keys) if keys is not None else None
 
@@ -177,16 +181,22 @@ def _output_kind(output: str) -> str:
 
 def _write_text_file(path: Path, keys, vectors) -> None:
     import os
-    import tempfile
 
     from dasv_cli.errors import DasvError, os_error_message
+    from dasv_cli.io.atomic import discard, temp_beside
     from dasv_cli.io.embeddings import format_text_lines
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
+    except OSError as exc:
+        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(format_text_lines(keys, vectors))
         os.replace(tmp, path)
     except OSError as exc:
+        discard(tmp)  # a full disk must not leave a hidden partial file beside the output
         raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
+    except BaseException:  # Ctrl-C during the write
+        discard(tmp)
+        raise

@@ -75,6 +75,12 @@ def score(
             raise UsageError("--model and --features go together (embed from a feature store)")
         if embeddings is not None:
             raise UsageError("give either --embeddings or --model/--features, not both")
+    from dasv_cli.io.atomic import check_writable
+
+    if output is not None and output != "-":
+        check_writable(output, "scores")
+    if det_plot is not None:
+        check_writable(det_plot, "DET plot")
     started = time.perf_counter()
     if model is not None:
         from dasv_cli.eval.embed import embed_trials_table
@@ -164,13 +170,12 @@ def write_scores(stream, trials, scores) -> None:
 def write_scores_file(path: Path, trials, scores) -> None:
     """The scores TSV written to a temporary file beside `path`, then renamed (never half a file)."""
     import os
-    import tempfile
 
     from dasv_cli.errors import DasvError, os_error_message
+    from dasv_cli.io.atomic import discard, temp_beside
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
     except OSError as exc:
         raise DasvError(f"cannot write scores {os_error_message(exc, path)}") from exc
     try:
@@ -178,11 +183,11 @@ def write_scores_file(path: Path, trials, scores) -> None:
             write_scores(fh, trials, scores)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise DasvError(f"cannot write scores {os_error_message(exc, path)}") from exc
+    except BaseException:  # Ctrl-C during the write
+        discard(tmp)
+        raise
 
 
 def print_summary(metrics, *, skipped: int = 0, snorm=None, elapsed: float | None = None,

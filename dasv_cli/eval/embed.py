@@ -89,8 +89,10 @@ def load_extractor(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise InputError(f"{path}: the weights do not fit the network in its config ({first})") from None
+        from dasv_cli.io.checkpoint import state_dict_mismatch
+
+        raise InputError(f"{path}: the weights do not fit the network in its config "
+                         f"({state_dict_mismatch(exc)})") from None
     model.eval()
     model.to(device)
     return model, ckpt
@@ -111,11 +113,6 @@ def checkpoint_recipe(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     return dict(recipe) if isinstance(recipe, dict) else None
 
 
-def recipe_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """Recipe fields both dicts name with different values ('field: a != b')."""
-    if not a or not b:
-        return []
-    return [f"{k}: {a[k]!r} != {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
 
 
 def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
@@ -302,15 +299,13 @@ def _logmel_config(recipe: dict[str, Any] | None):
 
 
 def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: str) -> None:
-    """Refuse features the network cannot take; warn when the recipe differs from the training one."""
-    from dasv_cli.progress import warn
+    """Refuse features the network cannot take or was not trained on (another feature recipe)."""
+    from dasv_cli.io.shards import check_recipe
 
     n_mels = int(getattr(model.cfg, "n_mels", store.n_mels))
     if store.n_mels != n_mels:
         raise InputError(f"{store.path}: features have {store.n_mels} mel bands but {ckpt_name} expects {n_mels}")
-    diff = recipe_differences(checkpoint_recipe(ckpt), store.recipe)
-    if diff:
-        warn(f"{store.path}: feature recipe differs from the one {ckpt_name} was trained on ({'; '.join(diff[:4])})")
+    check_recipe(store.path, store.recipe, checkpoint_recipe(ckpt), f"{ckpt_name} was trained on")
 
 
 def table_attrs(ckpt_path: str | Path, ckpt: dict[str, Any], norm: str, source: str) -> dict[str, Any]:

@@ -16,11 +16,11 @@ Layout (a plain dict of tensors and plain values, so the safe loader accepts it)
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from dasv_cli.errors import DasvError, InputError, os_error_message
+from dasv_cli.io.atomic import temp_beside
 
 CHECKPOINT_FORMAT = "dasv-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -41,8 +41,7 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     data.setdefault("version", CHECKPOINT_VERSION)
     data.setdefault("dasv_version", __version__)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
     except OSError as exc:
         raise DasvError(f"cannot write checkpoint {os_error_message(exc, path)}") from exc
     try:
@@ -64,6 +63,40 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why torch.load failed on a file, in words a user can act on (not torch's internal message)."""
+    text = str(exc).strip()
+    if "central directory" in text or "file read failed" in text or isinstance(exc, EOFError):
+        return "truncated or damaged PyTorch archive (an interrupted copy or download?)"
+    if isinstance(exc, (KeyError, IndexError)) or "magic number" in text or "invalid load key" in text:
+        return "not a PyTorch file (text or another format?)"
+    first = (text.splitlines() or [type(exc).__name__])[0][:160]
+    return f"{type(exc).__name__}: {first}"
+
+
+def state_dict_mismatch(exc: BaseException) -> str:
+    """torch's many-line load_state_dict error as one line: the first wrong shape, and how many
+    tensors are wrong, missing or unexpected (what tells a user which option differs)."""
+    import re
+
+    text = str(exc)
+    sizes = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
+                       r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)", text)
+    parts = []
+    if sizes:
+        name, have, want = sizes[0]
+        parts.append(f"{name} is [{have}] in the checkpoint but [{want}] in the network"
+                     + (f" ({len(sizes)} tensors differ in shape)" if len(sizes) > 1 else ""))
+    for label in ("Missing key(s)", "Unexpected key(s)"):
+        m = re.search(label + r" in state_dict: ([^\n]*)", text)
+        if m:
+            keys = [k.strip().strip('"') for k in m.group(1).rstrip(". ").split(",") if k.strip()]
+            parts.append(f"{label.split()[0].lower()} {len(keys)} tensor(s), e.g. {keys[0]}")
+    if not parts:
+        parts.append((text.strip().splitlines() or [type(exc).__name__])[0][:200])
+    return "; ".join(parts)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -88,8 +121,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     except OSError as exc:
         raise InputError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from exc
     except Exception as exc:  # torch raises KeyError, struct.error, RuntimeError... on non-checkpoints
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
+        raise InputError(f"{path}: not a readable checkpoint: {unreadable_reason(exc)}") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
             f"{path}: not a dasv checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Sequence
@@ -25,6 +24,7 @@ from typing import IO, Any, Iterable, Sequence
 import numpy as np
 
 from dasv_cli.errors import DasvError, InputError, os_error_message, where
+from dasv_cli.io.atomic import GuardedFile, temp_beside
 
 TABLE_FORMAT = "dasv-embeddings"
 TABLE_VERSION = 1
@@ -199,19 +199,30 @@ def write_embeddings(path: str | Path, table: Embeddings, attrs: dict[str, Any] 
     all_attrs.update({"format": TABLE_FORMAT, "version": TABLE_VERSION, "dasv_version": __version__,
                       "dim": table.dim})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
         os.close(fd)
     except OSError as exc:
         raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
     try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("keys", data=np.array(table.keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("vectors", data=table.vectors.astype(np.float32, copy=False))
-            for k, v in all_attrs.items():
-                if v is None:
-                    continue
-                f.attrs[k] = v
+        # Through GuardedFile: HDF5 never sees a failed write (a full disk would otherwise leave the
+        # library in a state that crashes the interpreter); the first OSError is raised here instead.
+        guard = GuardedFile(tmp)
+        try:
+            with h5py.File(guard, "w") as f:
+                f.create_dataset("keys", data=np.array(table.keys, dtype=object),
+                                 dtype=h5py.string_dtype("utf-8"))
+                f.create_dataset("vectors", data=table.vectors.astype(np.float32, copy=False))
+                for k, v in all_attrs.items():
+                    if v is None:
+                        continue
+                    f.attrs[k] = v
+            guard.flush()
+            if guard.error is None:
+                os.fsync(guard.fh.fileno())
+        finally:
+            guard.close()
+        if guard.error is not None:
+            raise guard.error
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)

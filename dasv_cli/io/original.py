@@ -128,9 +128,12 @@ def load_original(path: str | Path) -> dict[str, Any]:
         data = _restricted_load(path)
     except pickle.UnpicklingError as exc:
         raise InputError(f"{path}: refused to load: {_refusal_reason(exc)}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({first})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    except Exception as exc:  # torch raises KeyError, struct.error, RuntimeError... on non-checkpoints
+        from dasv_cli.io.checkpoint import unreadable_reason
+
+        raise InputError(f"{path}: not a readable checkpoint: {unreadable_reason(exc)}") from None
     if isinstance(data, dict) and data.get("format") == "dasv-checkpoint":
         raise InputError(f"{path}: already a dasv checkpoint; nothing to convert")
     if not isinstance(data, dict) or "model" not in data:

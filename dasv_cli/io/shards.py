@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dasv_cli.errors import DasvError, InputError, os_error_message
+from dasv_cli.io.atomic import GuardedFile as _GuardedFile
 
 STORE_FORMAT = "dasv-features"
 STORE_FORMAT_VERSION = 1
@@ -94,7 +95,49 @@ def _check_shard(f: Any, path: Path) -> dict[str, Any]:
     for name in ("feats", "keys", "offsets", "lengths", "mean", "std"):
         if name not in f:
             raise InputError(f"{path}: feature shard has no '{name}' dataset")
-    return {"recipe": json.loads(attrs["recipe"]), "dtype": str(attrs["dtype"])}
+    try:
+        recipe = json.loads(attrs["recipe"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: feature shard has no readable 'recipe' attribute ({exc})") from None
+    # The recipe is stored twice (fields one by one, for h5dump/h5py readers, and as JSON, which dasv
+    # uses); they differ only when a shard was edited by hand, and then neither can be trusted.
+    edited = [f"{k}={_plain_attr(attrs[k])!r} but recipe says {v!r}" for k, v in sorted(recipe.items())
+              if k in attrs and isinstance(v, (int, float, str)) and _plain_attr(attrs[k]) != v]
+    if edited:
+        raise InputError(f"{path}: its attributes disagree with its feature recipe ({'; '.join(edited[:3])}); "
+                         f"the shard was edited or damaged: recompute it with `dasv features --overwrite`")
+    return {"recipe": recipe, "dtype": str(attrs["dtype"])}
+
+
+def _plain_attr(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (numpy scalars and bytes unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value.item() if hasattr(value, "item") else value
+
+
+def recipe_differences(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[str]:
+    """Recipe fields both dicts name with different values ('field: expected != actual')."""
+    if not expected or not actual:
+        return []
+    return [f"{k}: {expected[k]!r} != {actual[k]!r}" for k in sorted(set(expected) & set(actual))
+            if expected[k] != actual[k]]
+
+
+def check_recipe(store_path: str | Path, store_recipe: dict[str, Any] | None,
+                 expected: dict[str, Any] | None, expected_from: str) -> None:
+    """Refuse a store whose features were made with another recipe than `expected_from` needs.
+
+    A network sees only numbers: features with another hop, FFT size or mel range give it
+    plausible-looking but meaningless embeddings, so this is an error, not a warning.
+    """
+    diff = recipe_differences(expected, store_recipe)
+    if diff:
+        more = f"; and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise InputError(
+            f"{store_path}: features were made with another recipe than {expected_from} "
+            f"({'; '.join(diff[:4])}{more}); recompute them with the same `dasv features` settings"
+        )
 
 
 def read_shard_header(path: str | Path) -> tuple[list[str], dict[str, Any]]:
@@ -182,65 +225,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class _GuardedFile:
-    """The file object HDF5 writes a shard through (h5py's fileobj driver).
-
-    The first OSError (disk full, quota, read-only) is remembered and later writes are dropped, so
-    HDF5 itself never sees a failed write: a failing HDF5 flush/close leaves the library in a state
-    that can crash the interpreter at exit. The writer checks `error` and reports it as one line.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.fh = open(path, "w+b")
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        if self.error is None:
-            try:
-                return self.fh.write(data)
-            except OSError as exc:
-                self.error = exc
-        return memoryview(data).nbytes
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        got = 0
-        if self.error is None:
-            got = self.fh.readinto(view) or 0
-        view[got:] = bytes(len(view) - got)  # past the end (or after a failure): zeros, like sec2
-        return len(view)
-
-    def read(self, size: int = -1) -> bytes:
-        return self.fh.read(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.fh.tell()
-
-    def truncate(self, size: int | None = None) -> int:
-        if self.error is None:
-            try:
-                return self.fh.truncate(size)
-            except OSError as exc:
-                self.error = exc
-        return size if size is not None else self.fh.tell()
-
-    def flush(self) -> None:
-        if self.error is None:
-            try:
-                self.fh.flush()
-            except OSError as exc:
-                self.error = exc
-
-    def close(self) -> None:
-        try:
-            self.fh.close()
-        except OSError as exc:
-            self.error = self.error or exc
 
 
 class ShardWriter:

@@ -98,6 +98,7 @@ def _open_store(path: str):
 def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     """Read and cross-check labels, features and trials; every problem is a one-line InputError."""
     from dasv_cli.io.lists import read_train_labels, read_trial_pair, read_trials
+    from dasv_cli.io.shards import check_recipe
 
     cfg.check_paths()
     labels = read_train_labels(cfg.train_labels)
@@ -140,11 +141,7 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
         valid_store = cfg.valid_features or cfg.features
         vstore = _open_store(valid_store)
         try:
-            if plain(dict(vstore.recipe)) != recipe:
-                raise InputError(
-                    f"{valid_store}: its feature recipe differs from the training store {cfg.features} "
-                    f"(compute both with the same `dasv features` settings)"
-                )
+            check_recipe(valid_store, plain(dict(vstore.recipe)), recipe, f"the training store {cfg.features}")
             unique = trials.unique_keys()
             absent = [k for k in unique if k not in vstore]
             if absent:
@@ -430,13 +427,19 @@ class Trainer:
                                   pin_memory=ctx.device.startswith("cuda"))
 
     def _load_resume(self) -> dict:
+        from dasv_cli.io.checkpoint import state_dict_mismatch
+        from dasv_cli.io.shards import check_recipe
+
         ckpt = load_run_checkpoint(self.out / LAST)
+        saved_recipe = ((ckpt.get("config") or {}).get("features") or {}).get("recipe")
+        check_recipe(self.cfg.features, self.data.recipe, saved_recipe if isinstance(saved_recipe, dict) else None,
+                     f"{self.out / LAST} was trained on")
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise InputError(
                 f"{self.out / LAST}: the checkpoint does not fit these model options "
-                f"({str(exc).splitlines()[0][:160]})"
+                f"({state_dict_mismatch(exc)})"
             ) from exc
         if ckpt.get("optimizer"):
             try:
@@ -765,6 +768,17 @@ class Trainer:
         except DivergedError:
             self.save(LAST)  # the weights never saw the bad batches: keep what was learnt
             raise
+        except RuntimeError as exc:
+            if "DataLoader timed out" not in str(exc):
+                raise
+            from dasv_cli.train.windows import LOADER_TIMEOUT_S
+
+            raise DasvError(
+                f"the data loader workers sent no batch for {LOADER_TIMEOUT_S} s (is /dev/shm full? "
+                f"rerun with --workers 0, or give the container more shared memory)"
+                + (f"; {self.out / LAST} holds the last saved state (continue with --resume)"
+                   if (self.out / LAST).exists() else "")
+            ) from exc
         finally:
             if bar is not None:
                 bar.stop()

@@ -204,6 +204,9 @@ class WorkerInit:
         torch.manual_seed(s)
 
 
+LOADER_TIMEOUT_S = 300  # seconds the main process waits for one batch from the loader workers
+
+
 def make_loader(dataset: WindowDataset, sampler: WindowBatchSampler, workers: int, seed: int, rank: int,
                 pin_memory: bool = False):
     """The DataLoader: plan-driven batches, `workers` reader processes kept across epochs."""
@@ -216,6 +219,10 @@ def make_loader(dataset: WindowDataset, sampler: WindowBatchSampler, workers: in
     generator.manual_seed((seed * 31 + rank) & 0x7FFFFFFF)
     kwargs = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=WorkerInit(seed, rank))
+        # A worker whose batch cannot reach the main process (a full /dev/shm: torch passes tensors
+        # through shared memory) fails silently in a queue thread; without a timeout the run would
+        # wait for that batch forever.
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=WorkerInit(seed, rank),
+                      timeout=LOADER_TIMEOUT_S)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_windows,
                       pin_memory=pin_memory, generator=generator, **kwargs)
