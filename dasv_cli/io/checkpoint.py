@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli.errors import DasvError, InputError, os_error_message
-from dasv_cli.io.atomic import temp_beside
+from dasv_cli.io.atomic import discard, temp_beside
 
 CHECKPOINT_FORMAT = "dasv-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -51,18 +51,11 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        _unlink_quietly(tmp)
+        discard(tmp)
         raise DasvError(f"cannot write checkpoint {os_error_message(exc, path)}") from exc
     except BaseException:
-        _unlink_quietly(tmp)
+        discard(tmp)
         raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def unreadable_reason(exc: BaseException) -> str:

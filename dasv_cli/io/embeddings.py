@@ -24,7 +24,7 @@ from typing import IO, Any, Iterable, Sequence
 import numpy as np
 
 from dasv_cli.errors import DasvError, InputError, os_error_message, where
-from dasv_cli.io.atomic import GuardedFile, temp_beside
+from dasv_cli.io.atomic import GuardedFile, discard, temp_beside
 
 TABLE_FORMAT = "dasv-embeddings"
 TABLE_VERSION = 1
@@ -225,18 +225,11 @@ def write_embeddings(path: str | Path, table: Embeddings, attrs: dict[str, Any] 
             raise guard.error
         os.replace(tmp, path)
     except OSError as exc:
-        _unlink_quietly(tmp)
+        discard(tmp)
         raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
     except BaseException:
-        _unlink_quietly(tmp)
+        discard(tmp)
         raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def format_text_lines(keys: Sequence[str], vectors: np.ndarray) -> str:
