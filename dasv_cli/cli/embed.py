@@ -180,23 +180,7 @@ def _output_kind(output: str) -> str:
 
 
 def _write_text_file(path: Path, keys, vectors) -> None:
-    import os
-
-    from dasv_cli.errors import DasvError, os_error_message
-    from dasv_cli.io.atomic import discard, temp_beside
+    from dasv_cli.io.atomic import write_text_atomic
     from dasv_cli.io.embeddings import format_text_lines
 
-    try:
-        fd, tmp = temp_beside(path)
-    except OSError as exc:
-        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(format_text_lines(keys, vectors))
-        os.replace(tmp, path)
-    except OSError as exc:
-        discard(tmp)  # a full disk must not leave a hidden partial file beside the output
-        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
-    except BaseException:  # Ctrl-C during the write
-        discard(tmp)
-        raise
+    write_text_atomic(path, "embeddings", lambda fh: fh.write(format_text_lines(keys, vectors)))

@@ -169,25 +169,9 @@ def write_scores(stream, trials, scores) -> None:
 
 def write_scores_file(path: Path, trials, scores) -> None:
     """The scores TSV written to a temporary file beside `path`, then renamed (never half a file)."""
-    import os
+    from dasv_cli.io.atomic import write_text_atomic
 
-    from dasv_cli.errors import DasvError, os_error_message
-    from dasv_cli.io.atomic import discard, temp_beside
-
-    try:
-        fd, tmp = temp_beside(path)
-    except OSError as exc:
-        raise DasvError(f"cannot write scores {os_error_message(exc, path)}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write_scores(fh, trials, scores)
-        os.replace(tmp, path)
-    except OSError as exc:
-        discard(tmp)
-        raise DasvError(f"cannot write scores {os_error_message(exc, path)}") from exc
-    except BaseException:  # Ctrl-C during the write
-        discard(tmp)
-        raise
+    write_text_atomic(path, "scores", lambda fh: write_scores(fh, trials, scores))
 
 
 def print_summary(metrics, *, skipped: int = 0, snorm=None, elapsed: float | None = None,

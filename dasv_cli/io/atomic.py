@@ -12,7 +12,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 
 def _umask() -> int:
@@ -71,6 +71,29 @@ def discard(tmp: str | Path) -> None:
         os.unlink(tmp)
     except OSError:
         pass
+
+
+def write_text_atomic(path: str | Path, what: str, write: Callable[[TextIO], None]) -> None:
+    """Have `write(fh)` fill a temporary file beside `path`, then rename it over `path`.
+
+    A full disk, an unwritable place or Ctrl-C leaves the previous file as it was and no temporary.
+    """
+    from dasv_cli.errors import DasvError, os_error_message
+
+    try:
+        fd, tmp = temp_beside(path)
+    except OSError as exc:
+        raise DasvError(f"cannot write {what} {os_error_message(exc, path)}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        discard(tmp)
+        raise DasvError(f"cannot write {what} {os_error_message(exc, path)}") from exc
+    except BaseException:  # Ctrl-C during the write
+        discard(tmp)
+        raise
 
 
 class GuardedFile:
