@@ -1,0 +1,32 @@
+"""The one check that an input path names what a command expects, with the one-line messages users see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dasv_cli.errors import InputError
+
+
+def require_file(path: str | Path, expected: str, missing: str = "no such file") -> Path:
+    """`path` as a Path when it is an existing file; else an InputError such as
+    `X: no such checkpoint` or `X: is a directory, expected a checkpoint file`.
+
+    `expected` completes "is a directory, expected ..." (e.g. "a list file"); `missing` replaces
+    "no such file" where a hint helps (e.g. "no such embedding table (make one with `dasv embed`)").
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, expected {expected}")
+    if not p.exists():
+        raise InputError(f"{path}: {missing}")
+    return p
+
+
+def require_dir(path: str | Path, expected: str, missing: str = "no such directory") -> Path:
+    """`path` as a Path when it is an existing directory; else `X: <missing>` or `X: is a file, expected <expected>`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: {missing}")
+    if not p.is_dir():
+        raise InputError(f"{path}: is a file, expected {expected}")
+    return p
