@@ -12,7 +12,8 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TextIO
 
 
 def _umask() -> int:
@@ -73,10 +74,13 @@ def discard(tmp: str | Path) -> None:
         pass
 
 
-def write_text_atomic(path: str | Path, what: str, write: Callable[[TextIO], None]) -> None:
-    """Have `write(fh)` fill a temporary file beside `path`, then rename it over `path`.
+@contextmanager
+def atomic_path(path: str | Path, what: str) -> Iterator[str]:
+    """Yield the name of a temporary file beside `path`; when the block ends normally it replaces `path`.
 
-    A full disk, an unwritable place or Ctrl-C leaves the previous file as it was and no temporary.
+    The one way dasv writes an output file (checkpoints, shards, embedding tables, scores, lists):
+    an OSError (full disk, unwritable place) becomes one `cannot write WHAT PATH: reason` line, and
+    that or Ctrl-C leaves the previous file as it was and no temporary behind.
     """
     from dasv_cli.errors import DasvError, os_error_message
 
@@ -84,16 +88,23 @@ def write_text_atomic(path: str | Path, what: str, write: Callable[[TextIO], Non
         fd, tmp = temp_beside(path)
     except OSError as exc:
         raise DasvError(f"cannot write {what} {os_error_message(exc, path)}") from exc
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write(fh)
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
         discard(tmp)
         raise DasvError(f"cannot write {what} {os_error_message(exc, path)}") from exc
-    except BaseException:  # Ctrl-C during the write
+    except BaseException:  # Ctrl-C or an error inside the block
         discard(tmp)
         raise
+
+
+def write_text_atomic(path: str | Path, what: str, write: Callable[[TextIO], None]) -> None:
+    """Have `write(fh)` fill a temporary file beside `path`, then rename it over `path`."""
+    with atomic_path(path, what) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            write(fh)
 
 
 class GuardedFile:
