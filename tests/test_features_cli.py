@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dasv_cli.featurize import featurize
-from dasv_cli.io.shards import LOCK_NAME, FeatureStore, StoreLock, list_shards, list_temporary
+from dasv_cli.features.run import featurize
+from dasv_cli.io.store.layout import LOCK_NAME, list_shards, list_temporary
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.reader import FeatureStore
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
 
 ENV = {"OMP_NUM_THREADS": "1"}

@@ -12,7 +12,10 @@ import pytest
 
 from dasv_cli.dsp.logmel import LogMelConfig, utterance_stats
 from dasv_cli.errors import DasvError, InputError
-from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock, list_shards, list_temporary
+from dasv_cli.io.store.layout import list_shards, list_temporary
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.reader import FeatureStore
+from dasv_cli.io.store.writer import ShardWriter
 
 RECIPE = LogMelConfig().to_dict()
 
