@@ -44,7 +44,9 @@ def make_store(path: Path, utterances: int, frames: int, num_speakers: int, dtyp
     import numpy as np
 
     from dasv_cli.dsp.logmel import LogMelConfig
-    from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock
+    from dasv_cli.io.store.lock import StoreLock
+    from dasv_cli.io.store.reader import FeatureStore
+    from dasv_cli.io.store.writer import ShardWriter
 
     labels = path / "labels.txt"
     if labels.exists():

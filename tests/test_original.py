@@ -338,7 +338,8 @@ def test_embeddings_from_a_feature_store_equal_original_get_embedding_after_cmn(
     import numpy as np
 
     embed = pytest.importorskip("dasv_cli.eval.embed")
-    shards = pytest.importorskip("dasv_cli.io.shards")
+    from dasv_cli.io.store.reader import FeatureStore
+    from dasv_cli.io.store.writer import ShardWriter
     from dasv_cli.dsp.logmel import LogMelConfig
 
     s = original_settings()
@@ -348,10 +349,10 @@ def test_embeddings_from_a_feature_store_equal_original_get_embedding_after_cmn(
     utts = {"spk1/a": 40, "spk1/b": 57, "spk2/c": 57, "spk2/d": 130}
     feats = {k: (rng.normal(size=(n, 80)) * 2 + 5).astype(np.float32) for k, n in utts.items()}
     (tmp_path / "feats").mkdir()
-    with shards.ShardWriter(tmp_path / "feats", LogMelConfig().to_dict()) as writer:
+    with ShardWriter(tmp_path / "feats", LogMelConfig().to_dict()) as writer:
         for k, f in feats.items():
             writer.add(k, f, f.mean(0), f.std(0), f.shape[0] * 160)
-    store = shards.FeatureStore(tmp_path / "feats")
+    store = FeatureStore(tmp_path / "feats")
     model, ckpt = embed.load_extractor(orig)
     assert ckpt["config"]["model"]["numerics"] == "original"
     got = embed.embed_store(model, store, list(utts), norm="cmn", progress=False)

@@ -33,7 +33,7 @@ def make_demo_data(root: Path, demo_dir: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if (root / "labels.txt").exists():
         return root
-    from dasv_cli.featurize import featurize
+    from dasv_cli.features.run import featurize
 
     rel = sorted(str(p.relative_to(demo_dir)) for p in demo_dir.glob("*/*.flac"))
     (root / "audio.lst").write_text("".join(r + "\n" for r in rel))
@@ -166,7 +166,7 @@ def test_tile_repeats_short_utterances():
 
 
 def test_dataset_reads_only_the_window_and_normalises(data, monkeypatch):
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     store = FeatureStore(data / "feats")
     key = sorted(store.keys())[0]

@@ -88,7 +88,7 @@ def embed(
     failures: list = []
     store = None
     if features is not None:
-        from dasv_cli.io.shards import FeatureStore
+        from dasv_cli.io.store.reader import FeatureStore
 
         store = FeatureStore(features)
         engine.check_store_fits(store, net, ckpt, str(model))

@@ -87,7 +87,7 @@ def plain(value: Any) -> Any:
 
 
 def _open_store(path: str):
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     p = Path(path)
     if not p.exists():
@@ -98,7 +98,7 @@ def _open_store(path: str):
 def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     """Read and cross-check labels, features and trials; every problem is a one-line InputError."""
     from dasv_cli.io.lists import read_train_labels, read_trial_pair, read_trials
-    from dasv_cli.io.shards import check_recipe
+    from dasv_cli.io.store.layout import check_recipe
 
     cfg.check_paths()
     labels = read_train_labels(cfg.train_labels)
@@ -428,7 +428,7 @@ class Trainer:
 
     def _load_resume(self) -> dict:
         from dasv_cli.io.checkpoint import state_dict_mismatch
-        from dasv_cli.io.shards import check_recipe
+        from dasv_cli.io.store.layout import check_recipe
 
         ckpt = load_run_checkpoint(self.out / LAST)
         saved_recipe = ((ckpt.get("config") or {}).get("features") or {}).get("recipe")
