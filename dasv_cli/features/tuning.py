@@ -61,4 +61,3 @@ def widen_result_pipe(pool: Any) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(1 << 20, limit))
     except (AttributeError, OSError, ValueError):  # other platforms / Python internals: keep the default
         pass
-
