@@ -16,7 +16,8 @@ import torch
 from dasv_cli.dsp.logmel import LogMelConfig, logmel, normalise, utterance_stats
 from dasv_cli.errors import InputError
 from dasv_cli.eval import embed as engine
-from dasv_cli.eval.scoring import cosine_scores, evaluate_trials
+from dasv_cli.eval.scoring import cosine_scores
+from dasv_cli.eval.validation import evaluate_trials
 from dasv_cli.io.audio import load_audio
 from dasv_cli.io.checkpoint import save_checkpoint
 from dasv_cli.io.embeddings import read_embeddings
@@ -301,17 +302,18 @@ def test_interrupted_embed_keeps_finished_batches(lab, tmp_path, monkeypatch):
 
 
 def test_embed_usage_errors(dasv, lab):
+    from dasv_cli.devices import resolve_device
     from dasv_cli.errors import UsageError
 
     r = dasv("embed", "--model", lab["model"])
     assert r.code == 2 and "exactly one of --features DIR or --audio LIST" in r.stderr
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cuda: no CUDA GPU"):
-            engine.resolve_device("cuda")
+            resolve_device("cuda")
     with pytest.raises(UsageError, match="--device cuda:7"):
-        engine.resolve_device("cuda:7")
+        resolve_device("cuda:7")
     with pytest.raises(UsageError, match="expected cpu, cuda"):
-        engine.resolve_device("tpu")
+        resolve_device("tpu")
     r = dasv("embed", "--help")
     assert r.code == 0 and "dasv embed --model best.pt --features feats/" in r.stdout
     r = dasv("validate", "--help")

@@ -121,7 +121,9 @@ def register(app: typer.Typer) -> None:
         if source is not None and os.environ.get("RANK", "0") == "0":
             progress.log(f"options from {source}")
         if cfg.resume:
-            cfg = _resumed_config(cfg, {k: v for k, v in flags.items() if v is not None})
+            from dasv_cli.train.resume import resumed_config
+
+            cfg = resumed_config(cfg, {k: v for k, v in flags.items() if v is not None})
         if dry_run:
             return _dry_run(cfg)
         from dasv_cli.train.distributed import run_training
@@ -133,36 +135,6 @@ def _debug() -> bool:
     from dasv_cli.cli.app import debug_enabled
 
     return debug_enabled()
-
-
-def _resumed_config(cfg, given: dict):
-    """Resume: the run's stored options, overridden only by the flags typed now."""
-    import dataclasses
-    from pathlib import Path
-
-    from dasv_cli.errors import UsageError
-    from dasv_cli.train.config import MODEL_FIELDS, config_from_dict
-    from dasv_cli.train.loop import load_run_checkpoint
-
-    if not cfg.out:
-        raise UsageError("--resume needs -o/--out (the run's directory), as a flag or in the config file")
-    last = Path(cfg.out) / "last.pt"
-    from dasv_cli.errors import InputError
-
-    if not last.exists():
-        raise InputError(f"{last}: no checkpoint to resume from")
-    stored = load_run_checkpoint(last).get("config", {}).get("train")
-    if not isinstance(stored, dict):
-        raise InputError(f"{last}: the checkpoint holds no training options to resume with")
-    base = config_from_dict(stored, str(last))
-    changed = [k for k in MODEL_FIELDS if k in given and given[k] != getattr(base, k)]
-    if changed:
-        raise UsageError(f"--resume keeps the network of {last}; cannot change {', '.join('--' + c.replace('_', '-') for c in changed)}")
-    merged = dataclasses.replace(base, **{k: v for k, v in given.items() if k != "resume"})
-    merged.resume = True
-    merged.out = cfg.out
-    merged.check()
-    return merged
 
 
 def _dry_run(cfg) -> int:

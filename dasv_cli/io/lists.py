@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from dasv_cli.errors import InputError, where
+from dasv_cli.io.paths import require_file
 
 # Extensions that name audio: stripped to form the utterance key. A path with none of them is taken
 # as written with `.wav` appended, as the original tool assumed.
@@ -41,12 +42,8 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
         name = "<stdin>"
     else:
-        path = Path(src)
         name = str(src)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name}: is a directory, expected a list file")
+        path = require_file(src, "a list file")
         try:
             data = path.read_bytes()
         except OSError as exc:
