@@ -301,6 +301,41 @@ def test_interrupted_embed_keeps_finished_batches(lab, tmp_path, monkeypatch):
     np.testing.assert_array_equal(full.vectors[: len(part)], part.vectors)
 
 
+def test_first_ctrl_c_stops_embed_after_the_batch_in_flight(lab, tmp_path, monkeypatch):
+    """The first Ctrl-C only asks to stop: no KeyboardInterrupt surfaces inside whatever runs then (here
+    a string exec, as a lazily imported dataclass runs; CPython would remember an interrupt there as
+    unhandled and end `python -m dasv_cli` by SIGINT after exit 130), the batch in flight is finished
+    and saved, nothing after it is computed, and SIGINT is given back."""
+    import signal
+    import threading
+
+    from dasv_cli.eval.embed_run import run_embed
+
+    real = engine.iter_store_embeddings
+    sizes: list[int] = []
+    ran: list[int] = []
+
+    def ctrl_c_in_second_batch(*args, **kwargs):
+        for n, (keys, vectors) in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                namespace: dict = {}
+                exec("total = sum(range(1000))", namespace)
+                ran.append(namespace["total"])
+            sizes.append(len(keys))
+            yield keys, vectors
+
+    monkeypatch.setattr(engine, "iter_store_embeddings", ctrl_c_in_second_batch)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "ctrl-c.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_embed(lab["model"], features=lab["store"], output=str(out), device="cpu", max_frames=200,
+                  progress=False)
+    assert ran == [499500], "the interrupt surfaced inside the exec"
+    assert len(sizes) == 2 and len(read_embeddings(out)) == sum(sizes) < 17
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_embed_usage_errors(dasv, lab):
     from dasv_cli.devices import resolve_device
     from dasv_cli.errors import UsageError

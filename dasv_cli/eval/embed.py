@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -163,8 +163,11 @@ class _Reporter:
 
 def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                           progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
-                          max_batch: int = DEFAULT_MAX_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done."""
+                          max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
+                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done.
+
+    `check` is called before each batch (e.g. InterruptFlag.check: a Ctrl-C stops there)."""
     from dasv_cli.dsp.logmel import normalise
     from dasv_cli.progress import warn
 
@@ -184,6 +187,8 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames are repeated to reach it: {shown}")
     with _Reporter(len(keys), progress, "embedding") as rep:
         for batch in length_batches(lengths, max_frames, max_batch):
+            if check is not None:
+                check()
             feats = []
             for i in batch:
                 key = keys[i]
@@ -219,9 +224,10 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                           norm: str = "cmn", device: str = "cpu", progress: bool = True,
                           failures: list[AudioFailure] | None = None, chunk: int = 256,
                           max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
-                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+                          check: Callable[[], None] | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """Like iter_store_embeddings, but featurising audio files on the fly with the `dasv features`
-    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`."""
+    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`;
+    `check` is called before each file and each batch."""
     from dasv_cli.dsp.logmel import normalise
     from dasv_cli.featurize import compute_one  # the exact `dasv features` computation
     from dasv_cli.io.audio import AudioError
@@ -237,6 +243,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
             keys: list[str] = []
             feats: list[np.ndarray] = []
             for entry in part:
+                if check is not None:
+                    check()
                 try:
                     f, mean, std, _, _ = compute_one(str(entry.path), cfg, "float32")
                 except AudioError as exc:
@@ -253,6 +261,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                 keys.append(entry.key)
                 feats.append(_fit_min_frames(f, min_frames))
             for batch in length_batches([f.shape[0] for f in feats], max_frames, max_batch):
+                if check is not None:
+                    check()
                 vectors = _forward(model, np.stack([feats[i] for i in batch]), device)
                 rep.advance(len(batch))
                 yield [keys[i] for i in batch], vectors

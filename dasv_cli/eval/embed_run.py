@@ -17,6 +17,7 @@ import numpy as np
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_PARTIAL, InputError
 from dasv_cli.eval import embed as embedding
+from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io import embeddings as tables
 from dasv_cli.io.atomic import check_writable
 from dasv_cli.io.lists import read_audio_list, read_key_list
@@ -126,14 +127,25 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
               device: str = "auto", max_frames: int = embedding.DEFAULT_MAX_FRAMES,
               progress: bool = True) -> EmbedRun:
     """Embed the utterances of a feature store (`features`) or an audio list (`audio`, featurised on
-    the fly with the checkpoint's recipe), or only `keys` of them, into `output`."""
+    the fly with the checkpoint's recipe), or only `keys` of them, into `output`.
+
+    A Ctrl-C from the model's loading on stops at the next batch (a second one at once); either way an
+    HDF5 table keeps the batches finished, and KeyboardInterrupt is raised."""
     kind = output_kind(output)
     if kind != "stdout":
         check_writable(output, "embeddings")
     dev = resolve_device(device)
     wanted = read_key_list(keys) if keys is not None else None
+    with InterruptFlag() as interrupt:
+        return _run(model, features, audio, audio_dir, keys, wanted, output, kind, dev, max_frames, progress,
+                    interrupt)
 
+
+def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path | None, keys: str | None,
+         wanted: list[str] | None, output: str, kind: str, dev: str, max_frames: int, progress: bool,
+         interrupt: InterruptFlag) -> EmbedRun:
     net, ckpt = embedding.load_extractor(model, dev)
+    interrupt.check()
     norm = embedding.checkpoint_norm(ckpt)
     attrs = table_attrs(model, ckpt, norm, str(features if features is not None else audio))
     existing = _existing_table(output, kind, attrs, int(net.embedding_size))
@@ -152,7 +164,8 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
             raise
         all_keys = wanted if wanted is not None else store.keys()
         batches: Batches = embedding.iter_store_embeddings(net, store, existing.missing(all_keys), norm=norm,
-                                                           device=dev, progress=progress, max_frames=max_frames)
+                                                           device=dev, progress=progress, max_frames=max_frames,
+                                                           check=interrupt.check)
     else:
         entries = read_audio_list(audio, audio_dir)
         if wanted is not None:
@@ -163,7 +176,8 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
         todo = set(existing.missing(all_keys))
         batches = embedding.iter_audio_embeddings(net, [e for e in entries if e.key in todo],
                                                   embedding.checkpoint_recipe(ckpt), norm=norm, device=dev,
-                                                  progress=progress, failures=failures, max_frames=max_frames)
+                                                  progress=progress, failures=failures, max_frames=max_frames,
+                                                  check=interrupt.check)
 
     if len(existing) and kind == "h5":
         log(f"{output}: {len(existing)} embeddings already there; computing "
@@ -175,6 +189,7 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
         for batch_keys, vectors in batches:
             done_keys.extend(batch_keys)
             done_vectors.append(vectors)
+            interrupt.check()
         finished = True
     finally:
         if store is not None:
