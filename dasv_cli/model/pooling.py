@@ -24,7 +24,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dasv_cli.model.config import DEFAULT_NUMERICS, POOLINGS, check_numerics
 

@@ -32,15 +32,12 @@ from dasv_cli.train.signals import Interrupts
 from dasv_cli.train.state import BEST, LAST, RunState
 from dasv_cli.train.update import DivergedError, GuardedUpdates, parse_fault
 
-STOP_REASONS = ("max_steps", "max_minutes", "max_epochs", "early_stopping", "interrupted")
-
-
 @dataclass
 class TrainResult:
     step: int
     epoch: int
     best_eer: float | None
-    reason: str  # one of STOP_REASONS
+    reason: str  # "max_steps" | "max_minutes" | "max_epochs" | "early_stopping" | "interrupted"
     skipped: int
     out: Path
     exit_code: int = 0
@@ -161,7 +158,7 @@ class Trainer:
         eer, dcf1, dcf5 = self.ctx.broadcast([eer, dcf1, dcf5])
         self._validated_step = st.step
         st.last_eer = eer
-        verdict = judge(eer, st.best_eer, st.stopping, self.cfg.lr_patience, self.cfg.early_stopping)
+        verdict = judge(eer, st.best_eer, st.stopping, self.cfg.lr_patience)
         st.best_eer, st.stopping = verdict.best_eer, verdict.stopping
         if verdict.halve:
             for group in self.optimizer.param_groups:
@@ -333,4 +330,4 @@ def train(cfg: TrainConfig, ctx: RunContext | None = None, data: TrainData | Non
     return trainer_cls(cfg, data, ctx).run()
 
 
-__all__ = ["TrainResult", "Trainer", "train", "STOP_REASONS"]
+__all__ = ["TrainResult", "Trainer", "train"]

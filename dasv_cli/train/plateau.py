@@ -24,18 +24,18 @@ class Plateau:
     stopping: int  # validations in a row without gain
     improved: bool  # this EER is the best so far: keep this model as best.pt
     halve: bool  # halve the learning rate now
-    stop: bool  # the run has waited long enough: stop (early stopping)
 
 
 def exhausted(stopping: int, early_stopping: int) -> bool:
-    """True once more than `early_stopping` validations passed without gain (-1: never)."""
+    """Stop: more than `early_stopping` validations passed without gain (-1: never). The loop asks
+    after every update, so a resumed run whose count already exceeds the limit stops at once."""
     return early_stopping >= 0 and stopping > early_stopping
 
 
-def judge(eer: float, best_eer: float | None, stopping: int, lr_patience: int, early_stopping: int) -> Plateau:
-    """The decision for a new validation `eer`, given the best EER and the count so far.
+def judge(eer: float, best_eer: float | None, stopping: int, lr_patience: int) -> Plateau:
+    """Improve or halve, for a new validation `eer` given the best EER and the count so far.
 
-    A non-finite EER never improves. `lr_patience` 0 never halves; `early_stopping` -1 never stops.
+    A non-finite EER never improves; `lr_patience` 0 never halves.
     """
     improved = math.isfinite(eer) and (best_eer is None or eer < best_eer)
     if improved:
@@ -43,8 +43,7 @@ def judge(eer: float, best_eer: float | None, stopping: int, lr_patience: int, e
     else:
         stopping += 1
     halve = not improved and lr_patience > 0 and stopping % lr_patience == 0
-    return Plateau(best_eer=best_eer, stopping=stopping, improved=improved, halve=halve,
-                   stop=exhausted(stopping, early_stopping))
+    return Plateau(best_eer=best_eer, stopping=stopping, improved=improved, halve=halve)
 
 
 __all__ = ["Plateau", "judge", "exhausted"]
