@@ -87,7 +87,7 @@ def prepare(work: Path, jobs: int) -> tuple[Path, Path, Path, int, int]:
 
 def loader_rate(cfg, seconds: float) -> float:
     """Samples/s of the data loader alone (same workers, windows and normalisation as training)."""
-    from dasv_cli.train.loop import prepare_data
+    from dasv_cli.train.inputs import prepare_data
     from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, make_loader
 
     data = prepare_data(cfg)

@@ -256,7 +256,8 @@ def test_nonfinite_batch_is_skipped_before_weights_or_batchnorm(data, tmp_path):
 
 
 def test_run_that_keeps_diverging_stops_with_a_clear_error(data, tmp_path):
-    from dasv_cli.train.loop import DivergedError, Trainer, train
+    from dasv_cli.train.loop import Trainer, train
+    from dasv_cli.train.update import DivergedError
 
     class T(NaNOnce, Trainer):
         nan_batches = {"all"}
