@@ -1,7 +1,9 @@
-"""VoxCeleb2's m4a through dasv: features of an m4a equal the recipe applied to PyAV's own decoding."""
+"""VoxCeleb2's m4a through dasv: features of an m4a equal the recipe applied to PyAV's own decoding,
+and a VoxCeleb-shaped tree of real speech (m4a and wav) goes prepare -> features -> train -> validate."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import soundfile as sf
 from conftest import run_dasv
 from dasv_cli.io.shards import FeatureStore
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
+from test_train import TINY_FLAGS
 
 ENV = {"OMP_NUM_THREADS": "1"}
 
@@ -84,3 +87,60 @@ def test_m4a_features_equal_the_recipe_on_pyav_decoding(tmp_path, demo_files):
     assert np.corrcoef(store["mono16k"][5:frames - 5].ravel(),
                        reference_logmel(wave)[5:frames - 5].ravel())[0, 1] > 0.99
     store.close()
+
+
+def make_voxceleb_tree(root: Path, demo_dir: Path) -> dict[str, list[str]]:
+    """The 8 demo speakers as idNNNNN/VIDEO/NNNNN: even utterances as m4a (VoxCeleb2), odd as wav
+    (VoxCeleb1), two videos per speaker. Returns speaker -> keys."""
+    speakers: dict[str, list[str]] = {}
+    for s, spk_dir in enumerate(sorted(p for p in demo_dir.iterdir() if p.is_dir())):
+        spk = f"id{10001 + s}"
+        for u, f in enumerate(sorted(spk_dir.glob("*.flac"))):
+            video = root / spk / ("vidA-x_1" if u < 3 else "vidB.2")
+            video.mkdir(parents=True, exist_ok=True)
+            wave = sf.read(str(f), dtype="float32")[0]
+            if u % 2 == 0:
+                encode(video / f"{u + 1:05d}.m4a", wave, 16000)
+            else:
+                sf.write(video / f"{u + 1:05d}.wav", wave, 16000, subtype="PCM_16")
+            speakers.setdefault(spk, []).append(f"{spk}/{video.name}/{u + 1:05d}")
+    return speakers
+
+
+def test_voxceleb_tree_prepare_features_train_validate(tmp_path, demo_dir):
+    import itertools
+
+    speakers = make_voxceleb_tree(tmp_path / "vox" / "dev" / "aac", demo_dir)
+    held_out = sorted(speakers)[-3:]
+    keys = [k for s in held_out for k in speakers[s]]
+    # the official form: `label path1 path2`, paths named .wav even where the file is an m4a
+    rows = [f"{int(a.split('/')[0] == b.split('/')[0])} {a}.wav {b}.wav\n" for a, b in itertools.combinations(keys, 2)]
+    (tmp_path / "veri_test.txt").write_text("".join(rows))
+
+    prep = tmp_path / "prep"
+    res = run_dasv("prepare", "voxceleb", tmp_path / "vox", "-o", prep, "--trials", tmp_path / "veri_test.txt",
+                   "--json", env=ENV)
+    assert res.code == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert (info["speakers"], info["utterances"]) == (8, 40)
+    assert (info["train_speakers"], info["train_utterances"]) == (5, 25)  # trial speakers never train
+    assert 0.07 < info["hours"] < 0.09 and info["missing"] == 0 and info["skipped"] == 0
+    assert info["trials"] == [{"source": str(tmp_path / "veri_test.txt"), "file": "trials/veri_test.txt",
+                               "trials": 105, "targets": 30, "dropped_missing": 0}]
+    assert "speakers      8 (5 in train_labels.txt)" in res.stderr
+
+    feats = tmp_path / "feats"
+    res = run_dasv("features", prep / "audio.lst", "-o", feats, "-j", "2", env=ENV)
+    assert res.code == 0, res.stderr
+    with FeatureStore(feats) as store:
+        assert sorted(store.keys()) == sorted(k for ks in speakers.values() for k in ks)
+
+    run = tmp_path / "run"
+    res = run_dasv("train", "--train-labels", prep / "train_labels.txt", "--features", feats, "-o", run,
+                   *TINY_FLAGS, "--workers", "0", "--max-steps", "3", "-q", env=ENV)
+    assert res.code == 0, res.stderr
+    res = run_dasv("validate", "--model", run / "last.pt", "--features", feats,
+                   "--trials", prep / "trials" / "veri_test.txt", "--json", "-q", env=ENV)
+    assert res.code == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["trials"] == 105 and result["skipped"] == 0 and 0.0 <= result["eer"] <= 100.0
