@@ -12,7 +12,7 @@ median of --runs timed passes after one warm-up pass, and the agreement of the e
 absolute difference, smallest cosine). Both runtimes get the same thread count (--threads).
 
     python bench/export.py                      # the small config (K=128, 8 heads), 1 thread
-    python bench/export.py --config paper --runs 3 --threads 2 --json
+    python bench/export.py --config paper --utterances 4 --runs 3 --json
 
 Weights are random, with BatchNorm statistics taken from the demo speech so that embeddings differ
 between utterances (the agreement figures would be meaningless for near-constant outputs).
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--utterances", type=int, default=40, help="Use the first N demo utterances (of 40).")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -96,7 +97,8 @@ def main() -> None:
     from dasv_cli.io.checkpoint import save_checkpoint
 
     torch.set_num_threads(args.threads)
-    waves = [np.asarray(read_audio(f).wave, dtype=np.float32) for f in sorted(DEMO.glob("*/*.flac"))]
+    files = sorted(DEMO.glob("*/*.flac"))[::max(1, 40 // args.utterances)][:args.utterances]
+    waves = [np.asarray(read_audio(f).wave, dtype=np.float32) for f in files]
     feats = [logmel(w) for w in waves]
     audio_s = sum(w.size for w in waves) / 16000.0
     net = build_net(CONFIGS[args.config], waves)

@@ -290,3 +290,31 @@ def test_calibrate_cli_errors(tmp_path, capsys, dasv) -> None:
         load_calibration(tmp_path / "broken.json")
     with pytest.raises(InputError, match="not a dasv calibration"):
         Calibration.from_dict({"offset": 1}, "x.json")
+
+
+def test_durations_from_a_feature_store_and_from_utt2dur(tmp_path) -> None:
+    from dasv_cli.dsp.logmel import LogMelConfig
+    from dasv_cli.io.durations import read_durations, store_durations
+    from dasv_cli.io.shards import ShardWriter, StoreLock
+    from dasv_cli.eval.quality import load_durations
+
+    store = tmp_path / "feats"
+    store.mkdir()
+    frames = {"spk1/a": 150, "spk1/b": 1234, "spk2/c": 16}
+    with StoreLock(store), ShardWriter(store, LogMelConfig().to_dict()) as w:
+        for key, n in frames.items():
+            w.add(key, np.zeros((n, 80), np.float32), np.zeros(80, np.float32), np.ones(80, np.float32), n * 160 + 240)
+    got = store_durations(store)
+    assert got == pytest.approx({k: n * 0.01 for k, n in frames.items()})  # frames x 10 ms
+    assert load_durations(features=store)[0] == got
+    utt2dur = tmp_path / "utt2dur"
+    utt2dur.write_text("spk1/a.wav 1.5\n# comment\nspk2/c 0.16\n")
+    assert read_durations(utt2dur) == {"spk1/a": 1.5, "spk2/c": 0.16}
+    utt2dur.write_text("spk1/a 1.5\nspk1/a 2.0\n")
+    with pytest.raises(InputError, match=r"utt2dur:2: duplicate key"):
+        read_durations(utt2dur)
+    utt2dur.write_text("spk1/a -3\n")
+    with pytest.raises(InputError, match=r"utt2dur:1: duration '-3' must be a positive"):
+        read_durations(utt2dur)
+    with pytest.raises(UsageError, match="one"):
+        load_durations(features=store, durations=utt2dur)
