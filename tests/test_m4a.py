@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from conftest import run_dasv
-from dasv_cli.io.shards import FeatureStore
+from dasv_cli.io.store.reader import FeatureStore
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
 from test_train import TINY_FLAGS
 

@@ -166,7 +166,7 @@ def test_kaldi_data_dir_keys_are_utt_ids_and_features_store_them(tmp_path, monke
     assert _read(tmp_path / "out" / "train_labels.txt") == ["spkA-u1 spkA", "spkA-u2 spkA", "spkB-u1 spkB"]
     res = dasv("features", tmp_path / "out" / "audio.lst", "-o", tmp_path / "feats", "-j", "1", "-q", env=ENV)
     assert res.code == 0, res.stderr
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     with FeatureStore(tmp_path / "feats") as store:
         assert sorted(store.keys()) == ["spkA-u1", "spkA-u2", "spkB-u1"]
