@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    args.data = args.data.resolve()  # the mirrors are symlinks: a relative target would dangle
 
     files = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".flac", ".wav", ".ogg"))
     if not files:

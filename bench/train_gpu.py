@@ -44,7 +44,9 @@ def make_store(path: Path, utterances: int, frames: int, num_speakers: int, dtyp
     import numpy as np
 
     from dasv_cli.dsp.logmel import LogMelConfig
-    from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock
+    from dasv_cli.io.store.lock import StoreLock
+    from dasv_cli.io.store.reader import FeatureStore
+    from dasv_cli.io.store.writer import ShardWriter
 
     labels = path / "labels.txt"
     if labels.exists():
@@ -81,7 +83,7 @@ def model_only(cfg, device: str, steps: int, warmup: int, num_speakers: int) -> 
 
     import torch
 
-    from dasv_cli.train.loop import build_model
+    from dasv_cli.train.network import build_model
 
     torch.manual_seed(0)
     net = build_model(cfg, num_speakers).to(device)

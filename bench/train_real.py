@@ -39,7 +39,7 @@ def shared_data() -> Path:
 
 def prepare(work: Path, jobs: int) -> tuple[Path, Path, Path, int, int]:
     """Features for all 688 files (cached), train labels for 20 speakers, trials for the other 8."""
-    from dasv_cli.featurize import featurize
+    from dasv_cli.features.run import featurize
 
     src = shared_data()
     work.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def prepare(work: Path, jobs: int) -> tuple[Path, Path, Path, int, int]:
 
 def loader_rate(cfg, seconds: float) -> float:
     """Samples/s of the data loader alone (same workers, windows and normalisation as training)."""
-    from dasv_cli.train.loop import prepare_data
+    from dasv_cli.train.inputs import prepare_data
     from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, make_loader
 
     data = prepare_data(cfg)

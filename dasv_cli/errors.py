@@ -35,6 +35,11 @@ class InputError(DasvError):
     """Malformed or inconsistent input data (lists, labels, trials, stores, checkpoints)."""
 
 
+class AugmentError(InputError):
+    """An augmentation source (noise, music, RIR, babble utterance) that cannot be used: the corpus is at
+    fault, not the utterance being augmented, so it stops the run instead of going to failed.tsv."""
+
+
 class UsageError(DasvError):
     """Options that contradict each other or are missing."""
 

@@ -1,4 +1,5 @@
-"""Ctrl-C as a request to stop at the next clean point, for work that keeps what it finished.
+"""Ctrl-C as a request to stop at the next clean point, for work that keeps what it finished
+(`dasv features` between files, `dasv embed` between batches).
 
 Python raises KeyboardInterrupt wherever the main thread happens to be when SIGINT arrives: inside a
 weakref callback or a finaliser it is printed as "Exception ignored" and lost (the run goes on), and

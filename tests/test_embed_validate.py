@@ -22,7 +22,9 @@ from dasv_cli.io.audio import load_audio
 from dasv_cli.io.checkpoint import save_checkpoint
 from dasv_cli.io.embeddings import read_embeddings
 from dasv_cli.io.lists import Trials
-from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.reader import FeatureStore
+from dasv_cli.io.store.writer import ShardWriter
 from dasv_cli.model import ModelConfig, SpeakerNet
 
 SPEAKERS = 4

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dasv_cli.featurize import featurize
-from dasv_cli.io.shards import LOCK_NAME, FeatureStore, StoreLock, list_shards, list_temporary
+from dasv_cli.features.run import featurize
+from dasv_cli.io.store.layout import LOCK_NAME, list_shards, list_temporary
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.reader import FeatureStore
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
 
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -295,3 +297,45 @@ def test_library_use_and_extensionless_paths(tmp_path, demo_files):
     store = FeatureStore(tmp_path / "feats")
     assert store.keys() == ["utt"]
     np.testing.assert_allclose(store["utt"], reference_logmel(sf.read(str(audio / "utt.wav"))[0]), atol=TOL)
+
+
+def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, demo_files):
+    """Temporary shards of a killed run (io.atomic's names and the earlier fixed form) go; shards stay."""
+    out = tmp_path / "feats"
+    assert featurize(_list(tmp_path / "a.lst", demo_files[:1]), out, jobs=1, progress=False).stored == 1
+    left = [out / ".shard-00001.h5.tmp", out / ".shard-00001.h5.q8z_0a.tmp", out / ".failed.tsv.x1y2z3.tmp"]
+    for p in left:
+        p.write_bytes(b"half a shard")
+    result = featurize(_list(tmp_path / "b.lst", demo_files[:2]), out, jobs=1, progress=False)
+    assert result.stored == 1 and result.skipped == 1
+    assert not list_temporary(out) and not any(p.exists() for p in left)
+    assert [p.name for p in list_shards(out)] == ["shard-00000.h5", "shard-00001.h5"]
+
+
+def test_transport_round_trip(tmp_path):
+    """What a worker ships: features through the transfer file (not the pipe), all else as computed."""
+    import pickle
+
+    from dasv_cli.features.compute import Computed, Failed, FileFeatures
+    from dasv_cli.features.transport import pack, unpack
+
+    rng = np.random.default_rng(3)
+    stats = (np.zeros(80, np.float32), np.ones(80, np.float32))
+    outcomes = [Computed("a", FileFeatures(rng.standard_normal((301, 80)).astype(np.float32), *stats, 48_512, 16000)),
+                Failed("b", "b.wav", "no such file"),
+                Computed("c", FileFeatures(rng.standard_normal((57, 80)).astype(np.float16), *stats, 9_632, 8000))]
+    transfer = tmp_path / "transfer"  # any directory serves; /dev/shm is where a run puts it
+    shipment = pickle.loads(pickle.dumps(pack(outcomes, str(transfer))))
+    assert len(pickle.dumps(shipment)) < 8_000 < outcomes[0].features.feats.nbytes  # the arrays stay out of the pipe
+    got = list(unpack(shipment))
+    assert not transfer.exists()  # unlinked once mapped
+    assert [type(o) for o in got] == [Computed, Failed, Computed] and got[1] == outcomes[1]
+    for i in (0, 2):
+        a, b = got[i].features, outcomes[i].features
+        assert got[i].key == outcomes[i].key and a.feats.dtype == b.feats.dtype
+        np.testing.assert_array_equal(a.feats, b.feats)
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.std, b.std)
+        assert (a.samples, a.source_rate) == (b.samples, b.source_rate)
+    inline = pack(outcomes, None)
+    assert inline.transfer is None and inline.outcomes is outcomes

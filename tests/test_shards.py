@@ -12,7 +12,10 @@ import pytest
 
 from dasv_cli.dsp.logmel import LogMelConfig, utterance_stats
 from dasv_cli.errors import DasvError, InputError
-from dasv_cli.io.shards import FeatureStore, ShardWriter, StoreLock, list_shards, list_temporary
+from dasv_cli.io.store.layout import list_shards, list_temporary
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.reader import FeatureStore
+from dasv_cli.io.store.writer import ShardWriter
 
 RECIPE = LogMelConfig().to_dict()
 
@@ -129,3 +132,12 @@ def test_lock_excludes_a_second_writer(tmp_path):
     first.release()
     with StoreLock(tmp_path):
         pass
+
+
+def test_temporary_names_are_never_shards(tmp_path):
+    """io.atomic's temporary names, and the fixed `.shard-N.h5.tmp` of earlier versions, are temporaries."""
+    temporaries = [".shard-00000.h5.k2j_x9.tmp", ".shard-00001.h5.tmp", ".failed.tsv.ab12cd.tmp"]
+    for name in temporaries + ["shard-00002.h5.bak", ".shard-0003.h5.tmp", "notes.tmp"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_temporary(tmp_path)] == sorted(temporaries)
+    assert list_shards(tmp_path) == []

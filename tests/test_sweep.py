@@ -199,7 +199,7 @@ def test_crlf_and_bom_lists_work_like_plain_ones(world, dasv, demo_dir):
 
     r = dasv("features", windows("audio.lst"), "-a", demo_dir, "-o", "feats-win", "-q", cwd=world)
     assert r.code == 0, r.stderr
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     with FeatureStore(world / "feats-win") as a, FeatureStore(world / "feats") as b:
         assert a.keys() == b.keys()
@@ -334,7 +334,7 @@ def test_unwritable_output(world, dasv, demo_dir, args):
 def test_full_disk_features_keeps_finished_shards(world, demo_dir):
     # One shard per utterance; the file-size cap is set between the shard sizes, so the disk "fills"
     # at the first utterance longer than all before it (chunks of 128 frames x 80 float32).
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     keys = [line[: -len(".flac")] for line in (world / "audio.lst").read_text().split()]
     with FeatureStore(world / "feats") as store:
@@ -412,7 +412,7 @@ def test_ctrl_c_features_keeps_finished_shards(world, demo_dir):
     r = _interrupt_when(["features", "all.lst", "-a", str(demo_dir), "-o", str(out), "-j", "1",
                          "--shard-frames", "1000", "-q"], world, lambda _: any(out.glob("shard-*.h5")))
     one_error(r, 130, "interrupted")
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     with FeatureStore(out) as store:
         kept = len(store)

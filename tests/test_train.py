@@ -33,7 +33,7 @@ def make_demo_data(root: Path, demo_dir: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if (root / "labels.txt").exists():
         return root
-    from dasv_cli.featurize import featurize
+    from dasv_cli.features.run import featurize
 
     rel = sorted(str(p.relative_to(demo_dir)) for p in demo_dir.glob("*/*.flac"))
     (root / "audio.lst").write_text("".join(r + "\n" for r in rel))
@@ -166,7 +166,7 @@ def test_tile_repeats_short_utterances():
 
 
 def test_dataset_reads_only_the_window_and_normalises(data, monkeypatch):
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     store = FeatureStore(data / "feats")
     key = sorted(store.keys())[0]
@@ -256,7 +256,8 @@ def test_nonfinite_batch_is_skipped_before_weights_or_batchnorm(data, tmp_path):
 
 
 def test_run_that_keeps_diverging_stops_with_a_clear_error(data, tmp_path):
-    from dasv_cli.train.loop import DivergedError, Trainer, train
+    from dasv_cli.train.loop import Trainer, train
+    from dasv_cli.train.update import DivergedError
 
     class T(NaNOnce, Trainer):
         nan_batches = {"all"}

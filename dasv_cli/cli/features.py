@@ -59,7 +59,8 @@ def features(
 
     from dasv_cli import progress
     from dasv_cli.errors import UsageError
-    from dasv_cli.featurize import featurize, tune_malloc
+    from dasv_cli.features.run import featurize
+    from dasv_cli.features.tuning import tune_malloc
 
     progress.set_quiet(quiet)
     tune_malloc()

@@ -28,17 +28,9 @@ def inspect(
     import json
     import sys
 
-    from dasv_cli.io.shards import FAILED_NAME, FeatureStore
+    from dasv_cli.features.summary import summarise_store
 
-    with FeatureStore(store) as fs:
-        info = fs.summary()
-    failed_path = Path(store) / FAILED_NAME
-    failed = 0
-    if failed_path.is_file():
-        with open(failed_path, encoding="utf-8", errors="replace") as fh:
-            failed = max(0, sum(1 for line in fh if line.strip()) - 1)  # minus the header
-    info["failed"] = failed
-    info["failed_list"] = str(failed_path) if failed else None
+    info = summarise_store(store)
     if json_out:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
@@ -48,7 +40,7 @@ def inspect(
         f"hours       {info['hours']:.3f}",
         f"frames      {info['frames']}",
         f"shards      {info['shards']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']})",
-        f"failed      {failed}" + (f" (see {failed_path})" if failed else ""),
+        f"failed      {info['failed']}" + (f" (see {info['failed_list']})" if info["failed"] else ""),
         "recipe      " + ", ".join(f"{k}={v}" for k, v in info["recipe"].items()),
     ]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -43,7 +43,8 @@ def _cuda_wanted(device: str) -> bool:
 
 
 def _features(layout: DemoLayout, progress: bool) -> tuple[int, None]:
-    from dasv_cli.featurize import featurize, tune_malloc
+    from dasv_cli.features.run import featurize
+    from dasv_cli.features.tuning import tune_malloc
 
     tune_malloc()
     result = featurize(layout.audio_list, Path(layout.features), audio_dir=Path(layout.audio), progress=progress)
@@ -51,19 +52,9 @@ def _features(layout: DemoLayout, progress: bool) -> tuple[int, None]:
 
 
 def _train(flags: dict[str, Any], debug: bool) -> tuple[int, None]:
-    import os
+    from dasv_cli.train.start import start
 
-    from dasv_cli.progress import log
-    from dasv_cli.train.config import resolve_config
-    from dasv_cli.train.distributed import run_training
-    from dasv_cli.train.resume import resumed_config
-
-    cfg, source = resolve_config(flags)  # ./dasv.toml: the demo's, written by prepare()
-    if source is not None and os.environ.get("RANK", "0") == "0":
-        log(f"options from {source}")
-    if cfg.resume:
-        cfg = resumed_config(cfg, {k: v for k, v in flags.items() if v is not None})
-    return run_training(cfg, debug=debug), None
+    return start(flags, debug=debug), None  # over ./dasv.toml: the demo's, written by prepare()
 
 
 def _validate(layout: DemoLayout, device: str, progress: bool) -> tuple[int, None]:

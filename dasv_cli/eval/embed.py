@@ -229,7 +229,7 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
     recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`;
     `check` is called before each file and each batch."""
     from dasv_cli.dsp.logmel import normalise
-    from dasv_cli.featurize import compute_one  # the exact `dasv features` computation
+    from dasv_cli.features.compute import compute_file  # the exact `dasv features` computation
     from dasv_cli.io.audio import AudioError
     from dasv_cli.progress import warn
 
@@ -246,7 +246,7 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                 if check is not None:
                     check()
                 try:
-                    f, mean, std, _, _ = compute_one(str(entry.path), cfg, "float32")
+                    got = compute_file(str(entry.path), cfg, "float32")
                 except AudioError as exc:
                     failures.append(AudioFailure(str(entry.path), exc.reason))
                     rep.advance(1)
@@ -255,7 +255,7 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                     failures.append(AudioFailure(str(entry.path), str(exc)))
                     rep.advance(1)
                     continue
-                f = np.asarray(normalise(f, mean, std, norm), dtype=np.float32)
+                f = np.asarray(normalise(got.feats, got.mean, got.std, norm), dtype=np.float32)
                 if f.shape[0] < min_frames:
                     short.append(entry.key)
                 keys.append(entry.key)
@@ -285,7 +285,7 @@ def _logmel_config(recipe: dict[str, Any] | None):
 
 def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: str) -> None:
     """Refuse features the network cannot take or was not trained on (another feature recipe)."""
-    from dasv_cli.io.shards import check_recipe
+    from dasv_cli.io.store.layout import check_recipe
 
     n_mels = int(getattr(model.cfg, "n_mels", store.n_mels))
     if store.n_mels != n_mels:
@@ -301,7 +301,7 @@ def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials:
     Keys absent from the store are an error listing them, or left out with `skip_missing`.
     """
     from dasv_cli.io.embeddings import Embeddings
-    from dasv_cli.io.shards import FeatureStore
+    from dasv_cli.io.store.reader import FeatureStore
 
     dev = resolve_device(device)
     model, ckpt = model_and_ckpt if model_and_ckpt is not None else load_extractor(model_path, dev)

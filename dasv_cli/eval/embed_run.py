@@ -153,7 +153,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
     failures: list[embedding.AudioFailure] = []
     store = None
     if features is not None:
-        from dasv_cli.io.shards import FeatureStore
+        from dasv_cli.io.store.reader import FeatureStore
 
         store = FeatureStore(features)
         try:

@@ -17,26 +17,41 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli.errors import InputError, UsageError
+from dasv_cli.io.paths import require_file
+from dasv_cli.model import config as model_config
 
-FRONT_ENDS = ("VGG3L", "VGG4L")
-POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical")
 OPTIMIZERS = ("Adam", "SGD", "RMSprop")
 NORMS = ("cmn", "cmvn", "none")
 PRECISIONS = ("fp32", "bf16")
-NUMERICS = ("paper", "original")
 
 # Fields that are file-system paths (resolved against the TOML file's directory).
 PATH_FIELDS = ("train_labels", "features", "valid_clients", "valid_impostors", "valid_trials",
                "valid_features", "out")
 
-# Fields that define the network: a resumed run must keep them.
-MODEL_FIELDS = ("front_end", "kernel_size", "heads", "embedding_size", "pooling", "mask_prob",
-                "scale", "margin", "annealing", "numerics")
+# The network options a run takes from its flags: every ModelConfig option but the two that come
+# from the data (bands from the feature store, speakers from the labels). A resumed run keeps them.
+NETWORK_OPTIONS = model_config.options("shape", "training")
+MODEL_FIELDS = tuple(f.name for f in NETWORK_OPTIONS)
 
 DEFAULT_TOML = "dasv.toml"
 
 
+def _with_network_options(cls: type) -> type:
+    """Give the class ModelConfig's network options as its own fields, after `out` (so they sit in
+    the same flat namespace as every other option: TOML keys, flags, the checkpoint's config)."""
+    notes: dict[str, Any] = {}
+    for name, kind in cls.__annotations__.items():
+        notes[name] = kind
+        if name == "out":
+            for f in NETWORK_OPTIONS:
+                notes[f.name] = f.type
+                setattr(cls, f.name, dataclasses.field(default=f.default, metadata=f.metadata))
+    cls.__annotations__ = notes
+    return cls
+
+
 @dataclass
+@_with_network_options
 class TrainConfig:
     """Everything `dasv train` needs; defaults are the paper's (India et al., ICASSP 2021)."""
 
@@ -48,17 +63,7 @@ class TrainConfig:
     valid_trials: str | None = None
     valid_features: str | None = None
     out: str | None = None
-    # network
-    front_end: str = "VGG4L"
-    kernel_size: int = 1024
-    heads: int = 32
-    embedding_size: int = 400
-    pooling: str = "DoubleMHA"
-    mask_prob: float = 0.3
-    scale: float = 30.0
-    margin: float = 0.4
-    annealing: bool = False
-    numerics: str = "original"  # measured better than "paper" by bench/train_real.py (see ModelConfig)
+    # network: ModelConfig's options are inserted here (front_end, kernel_size, ..., numerics)
     # examples
     window_seconds: float = 3.5
     random_slicing: bool = False
@@ -108,14 +113,16 @@ class TrainConfig:
 
     def check(self) -> None:
         """Option values that cannot work: one-line UsageError each."""
-        choices = {"front_end": FRONT_ENDS, "pooling": POOLINGS, "optimizer": OPTIMIZERS,
-                   "norm": NORMS, "precision": PRECISIONS, "numerics": NUMERICS}
+        choices = {f.name: f.metadata["choices"] for f in NETWORK_OPTIONS if f.metadata["choices"]}
+        choices.update(optimizer=OPTIMIZERS, norm=NORMS, precision=PRECISIONS)
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
-        positive = ("kernel_size", "heads", "embedding_size", "batch_size", "grad_accumulation",
-                    "max_epochs", "print_every", "validate_every", "save_every", "max_nonfinite")
+        # network sizes (every integer network option) and counts must be positive
+        positive = [f.name for f in NETWORK_OPTIONS if f.type == "int"]
+        positive += ["batch_size", "grad_accumulation", "max_epochs", "print_every", "validate_every",
+                     "save_every", "max_nonfinite"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
@@ -206,11 +213,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     Unknown keys and wrongly typed values are one-line errors naming the file (and the key).
     Relative paths are resolved against the file's directory.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such config file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a TOML config file")
+    path = require_file(path, "a TOML config file", "no such config file")
     toml = _load_toml_module()
     if toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise InputError(f"{path}: reading TOML needs Python >= 3.11 or the 'tomli' package (pip install tomli)")
@@ -295,14 +298,9 @@ def format_config(cfg: TrainConfig, source: Path | None = None) -> str:
 
 
 def model_config_dict(cfg: TrainConfig, num_speakers: int, n_mels: int = 80) -> dict[str, Any]:
-    """The ModelConfig fields (network contract) from the training options."""
-    return {
-        "front_end": cfg.front_end, "kernel_size": cfg.kernel_size, "pooling": cfg.pooling,
-        "heads": cfg.heads, "mask_prob": cfg.mask_prob, "embedding_size": cfg.embedding_size,
-        "n_mels": n_mels, "num_speakers": num_speakers, "scale": cfg.scale, "margin": cfg.margin,
-        "annealing": cfg.annealing, "numerics": cfg.numerics,
-    }
+    """The ModelConfig fields (network contract): the run's network options and the data's sizes."""
+    return {**{name: getattr(cfg, name) for name in MODEL_FIELDS}, "n_mels": n_mels, "num_speakers": num_speakers}
 
 
 __all__ = ["TrainConfig", "read_toml", "resolve_config", "config_from_dict", "format_config",
-           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "PATH_FIELDS"]
+           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "NETWORK_OPTIONS", "PATH_FIELDS"]

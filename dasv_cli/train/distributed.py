@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli import progress
+from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, DasvError, UsageError
+from dasv_cli.io.atomic import write_text_atomic
 from dasv_cli.train.config import TrainConfig, config_from_dict
+from dasv_cli.train.ranks import RunContext
 
 PG_TIMEOUT = timedelta(minutes=60)  # rank 0 validates while the others wait at a collective
 _ELASTIC_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
@@ -43,13 +46,14 @@ def under_torchrun() -> bool:
 
 
 def _backend_and_device(cfg: TrainConfig, local_rank: int) -> tuple[str, str]:
+    """gloo on CPUs; NCCL with one GPU per local rank for --gpus, or when --device finds a GPU."""
     import torch
 
     if cfg.procs or cfg.device == "cpu":
         return "gloo", "cpu"
-    if cfg.gpus or (cfg.device in ("auto", "cuda") and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UsageError("--gpus: no CUDA device is available (use --procs N to train with CPU processes)")
+    if cfg.gpus and not torch.cuda.is_available():
+        raise UsageError("--gpus: no CUDA device is available (use --procs N to train with CPU processes)")
+    if cfg.gpus or resolve_device(cfg.device).startswith("cuda"):
         return "nccl", f"cuda:{local_rank}"
     return "gloo", "cpu"
 
@@ -65,8 +69,6 @@ def _join(cfg: TrainConfig):
     """Join the process group described by the environment; returns the RunContext."""
     import torch
     import torch.distributed as dist
-
-    from dasv_cli.train.loop import RunContext
 
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
@@ -157,12 +159,11 @@ def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool
 
 
 def _write_error(err_dir: str, rank: str, message: str, code: int) -> None:
+    """This rank's error for the launcher (atomic: the launcher may read while ranks are failing)."""
+    record = json.dumps({"time": time.time(), "rank": rank, "message": message, "code": code})
     try:
-        path = Path(err_dir) / f"rank{rank}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "rank": rank, "message": message, "code": code}))
-        os.replace(tmp, path)
-    except OSError:  # pragma: no cover - the exit code still tells the launcher
+        write_text_atomic(Path(err_dir) / f"rank{rank}.json", "the rank's error", lambda fh: fh.write(record))
+    except DasvError:  # pragma: no cover - the exit code still tells the launcher
         pass
 
 
@@ -242,7 +243,9 @@ def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
 
 def run_training(cfg: TrainConfig, debug: bool = False) -> int:
     """Train as configured (one process, N local ranks, or one rank of an external torchrun)."""
-    from dasv_cli.train.loop import check_output, prepare_data, train
+    from dasv_cli.train.inputs import prepare_data
+    from dasv_cli.train.loop import train
+    from dasv_cli.train.state import check_output
 
     if under_torchrun():
         return run_rank(cfg)

@@ -142,7 +142,7 @@ class WindowDataset:
 
     def store(self):
         if self._store is None or self._pid != os.getpid():
-            from dasv_cli.io.shards import FeatureStore
+            from dasv_cli.io.store.reader import FeatureStore
 
             self._store = FeatureStore(self.store_path)
             self._pid = os.getpid()

@@ -1,0 +1,240 @@
+"""featurize(): an audio list -> log-mel features (`jobs` processes) -> one ShardWriter -> DIR/failed.tsv.
+
+Guarantees: keys already in the store are skipped (resume after any crash, SIGKILL included, because
+shards are committed atomically and each utterance is computed on its own, so a rerun stores the
+same numbers); Ctrl-C commits what was computed; one writer per directory (a lock); bad inputs are
+listed, not fatal; a write failure (disk full, read-only) is one DasvError and finished shards stay.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from dasv_cli.dsp.logmel import LogMelConfig
+from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
+from dasv_cli.features.compute import Computed, Failed
+from dasv_cli.features.failed import write_failed
+from dasv_cli.features.workers import WorkerPool, results_inline
+from dasv_cli.interrupts import InterruptFlag
+from dasv_cli.io.lists import AudioEntry, read_audio_list
+from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, FAILED_NAME, list_shards, read_shard_header
+from dasv_cli.io.store.lock import StoreLock
+from dasv_cli.io.store.writer import ShardWriter, clear_store, remove_temporaries
+
+INLINE_MAX_FILES = 8  # up to this many files are computed in the main process, without workers
+
+
+@dataclass
+class FeaturizeResult:
+    """What a run did (all counts refer to this run's list)."""
+
+    directory: Path
+    listed: int = 0
+    stored: int = 0  # newly computed and stored by this run
+    skipped: int = 0  # already in the store
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    resampled: int = 0
+    frames: int = 0
+    seconds: float = 0.0  # audio seconds stored by this run
+    elapsed: float = 0.0  # wall-clock seconds of the computation
+    jobs: int = 1
+    shards: list[Path] = field(default_factory=list)  # shards written by this run
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.failed else EXIT_OK
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.seconds / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory), "listed": self.listed, "stored": self.stored,
+            "skipped": self.skipped, "failed": len(self.failed), "resampled": self.resampled,
+            "frames": self.frames, "hours": self.seconds / 3600, "elapsed_s": self.elapsed,
+            "x_real_time": self.realtime_factor, "jobs": self.jobs,
+            "shards": [p.name for p in self.shards],
+        }
+
+
+def default_jobs() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _prepare_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DasvError(f"{out}: exists and is not a directory (choose another -o)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DasvError(f"cannot create the output directory {os_error_message(exc, out)}") from exc
+
+
+def _stored_keys(out: Path, cfg: LogMelConfig, dtype: str) -> set[str]:
+    """Keys in the complete shards of `out`; a store with another recipe or dtype is refused."""
+    stored: set[str] = set()
+    recipe = cfg.to_dict()
+    for shard in list_shards(out):
+        keys, info = read_shard_header(shard)
+        if info["dtype"] != dtype:
+            raise UsageError(
+                f"{out}: already holds {info['dtype']} features ({shard.name}); rerun with "
+                f"--dtype {info['dtype']}, or --overwrite to replace them, or choose another -o"
+            )
+        if info["recipe"] != recipe:
+            raise UsageError(
+                f"{out}: {shard.name} was made with another feature recipe; use --overwrite to "
+                f"replace the store, or choose another -o"
+            )
+        stored.update(keys)
+    return stored
+
+
+def featurize(
+    audio_list: str | Path | Sequence[AudioEntry],
+    out_dir: str | Path = "features",
+    *,
+    audio_dir: str | Path | None = None,
+    jobs: int | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    cfg: LogMelConfig = LogMelConfig(),
+    shard_frames: int = DEFAULT_SHARD_FRAMES,
+    progress: bool = True,
+) -> FeaturizeResult:
+    """Compute and store the log-mel features of every file in `audio_list` (a path, `-`, or entries).
+
+    Returns a FeaturizeResult; `result.exit_code` is 3 when some inputs failed (they are listed in
+    DIR/failed.tsv, the others are stored). `--overwrite` semantics: the existing store in `out_dir`
+    (shards and failed.tsv) is removed first. Raises DasvError for problems that stop the run.
+    """
+    from dasv_cli import progress as ui
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if audio_dir is not None and not Path(audio_dir).is_dir():
+        raise UsageError(f"{audio_dir}: no such directory (--audio-dir)")
+    if isinstance(audio_list, (str, Path)):
+        entries = read_audio_list(audio_list, audio_dir)
+    else:
+        entries = list(audio_list)
+    out = Path(out_dir)
+    _prepare_directory(out)
+    result = FeaturizeResult(directory=out, listed=len(entries))
+    lock = StoreLock(out).acquire()
+    try:
+        remove_temporaries(out)  # left by a killed run; we hold the lock
+        if overwrite:
+            clear_store(out)
+            stored: set[str] = set()
+        else:
+            stored = _stored_keys(out, cfg, dtype)
+        todo = [(e.key, str(e.path)) for e in entries if e.key not in stored]
+        result.skipped = len(entries) - len(todo)
+        n_jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
+        result.jobs = n_jobs
+        if result.skipped:
+            ui.log(f"{result.skipped} of {len(entries)} listed files already stored in {out}: skipped")
+        if not todo:
+            write_failed(out, [])
+            ui.log(f"nothing to do: all {len(entries)} listed files are stored in {out}")
+            return result
+        ui.log(f"computing features for {len(todo)} files with {n_jobs} job{'s' if n_jobs > 1 else ''} -> {out}")
+        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fd)
+        write_failed(out, result.failed)
+    finally:
+        lock.release()
+    ui.log(
+        f"stored {result.stored} utterances ({result.seconds / 3600:.2f} h of audio, {result.frames} frames) "
+        f"in {result.elapsed:.1f} s: {result.realtime_factor:.0f}x real-time"
+    )
+    ui.log(f"resampled to {cfg.sample_rate} Hz: {result.resampled} of {result.stored} stored files")
+    if result.failed:
+        ui.warn(f"{len(result.failed)} of {len(todo)} inputs failed; reasons in {out / FAILED_NAME}")
+    return result
+
+
+def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, jobs: int,
+         shard_frames: int, result: FeaturizeResult, show: bool, lock_fd: int | None = None) -> None:
+    """Compute `todo` and store it, counting into `result`; Ctrl-C keeps what was computed."""
+    from rich.progress import TextColumn
+
+    from dasv_cli import progress as ui
+
+    import torch  # noqa: F401  (imported before the clock starts: x real-time measures the work)
+
+    writer = ShardWriter(out, cfg.to_dict(), dtype=dtype, shard_frames=shard_frames)
+    # With two jobs or more, worker processes compute while this process writes. One job runs in
+    # this process (measured: shipping features from one worker costs more than the overlap gains),
+    # and so does a handful of files (no worker start-up: `dasv features` on one file starts fast).
+    pool = WorkerPool(jobs, cfg, dtype, lock_fd) if jobs > 1 and len(todo) > INLINE_MAX_FILES else None
+    outcomes = pool.results(todo) if pool is not None else results_inline(todo, cfg, dtype)
+    columns = (TextColumn("{task.fields[hours]:.2f} h"), TextColumn("{task.fields[xrt]:.0f}x real-time"))
+    bar = ui.make_progress(*columns, transient=False) if show else None
+    start = time.perf_counter()
+    # Ctrl-C sets a flag checked between files, so the shard in progress is committed in a consistent
+    # state; a second Ctrl-C stops at once (the unfinished shard is then dropped).
+    interrupt = InterruptFlag()
+    ok = False
+    try:
+        interrupt.install()
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("features", total=len(todo), hours=0.0, xrt=0.0)
+        for item in outcomes:
+            if isinstance(item, Computed):
+                f = item.features
+                writer.add(item.key, f.feats, f.mean, f.std, f.samples)
+                result.stored += 1
+                result.frames += int(f.feats.shape[0])
+                result.seconds += f.samples / cfg.sample_rate
+                result.resampled += int(f.source_rate != cfg.sample_rate)
+            elif isinstance(item, Failed):
+                result.failed.append((item.path, item.reason))
+            item = f = None  # features may be views of a worker's transfer file: let them go
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar.update(task, advance=1, hours=result.seconds / 3600,
+                           xrt=result.seconds / elapsed if elapsed > 0 else 0.0)
+            if interrupt.requested:
+                raise KeyboardInterrupt
+        ok = True
+    except KeyboardInterrupt:
+        interrupt.restore()
+        if pool is not None:
+            pool.close(terminate=True)
+            pool = None
+        if bar is not None:
+            bar.stop()
+            bar = None
+        if interrupt.requested and not interrupt.forced:
+            writer.close()  # keep everything computed so far
+            kept = f"the {result.stored} utterances computed so far are stored in {out}"
+        else:
+            writer.abort()
+            kept = f"the shards finished so far are kept in {out}"
+        result.shards = list(writer.completed)
+        ui.warn(f"interrupted: {kept}; rerun the same command to continue")
+        raise
+    finally:
+        interrupt.restore()
+        result.elapsed = time.perf_counter() - start
+        if bar is not None:
+            bar.stop()
+        if pool is not None:
+            pool.close(terminate=not ok)
+        if not ok:
+            writer.abort()
+    writer.close()
+    result.shards = list(writer.completed)

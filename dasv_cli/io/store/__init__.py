@@ -1,0 +1,11 @@
+"""The HDF5 feature store: a directory of `shard-NNNNN.h5` files.
+
+    layout.py    names, attrs and checks of a shard; the recipe policy (check_recipe)
+    lock.py      StoreLock: one writer per directory
+    writer.py    ShardWriter: shards committed atomically, so a rerun resumes; store housekeeping
+    reader.py    FeatureStore: the index in memory, windows read from HDF5
+
+    from dasv_cli.io.store.reader import FeatureStore
+    with FeatureStore("features") as store:
+        x = store.window("id10270/x6uYqmx31kE/00001", 0, 350)      # float32 [350, 80]
+"""
