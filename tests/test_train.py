@@ -365,11 +365,11 @@ def test_lr_halving_and_early_stopping_follow_validations_without_gain(data, tmp
     the run stops once that count exceeds `early_stopping` (the original's `stopping > 25`)."""
     from types import SimpleNamespace
 
-    import dasv_cli.eval.scoring as scoring
+    import dasv_cli.eval.validation as validation
     from dasv_cli.train.loop import train
 
     eers = iter([10.0, 20.0, 20.0, 5.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0])
-    monkeypatch.setattr(scoring, "evaluate_trials",
+    monkeypatch.setattr(validation, "evaluate_trials",
                         lambda *a, **k: SimpleNamespace(eer=next(eers), min_dcf_p01=1.0, min_dcf_p05=1.0))
     out = tmp_path / "es"
     result = train(tiny_cfg(data, out, valid_trials=str(data / "trials.txt"), validate_every=1, lr_patience=2,

@@ -18,8 +18,8 @@ from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
 from dasv_cli.features.compute import Computed, Failed
 from dasv_cli.features.failed import write_failed
-from dasv_cli.features.interrupt import InterruptFlag
 from dasv_cli.features.workers import WorkerPool, results_inline
+from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
 from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, FAILED_NAME, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock

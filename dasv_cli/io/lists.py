@@ -15,6 +15,7 @@ import numpy as np
 
 from dasv_cli.errors import InputError, where
 from dasv_cli.io.audio import AUDIO_EXTENSIONS  # what names audio (libsndfile's and FFmpeg's)
+from dasv_cli.io.paths import require_file
 
 
 def key_of(path: str) -> str:
@@ -35,12 +36,8 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
         name = "<stdin>"
     else:
-        path = Path(src)
         name = str(src)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name}: is a directory, expected a list file")
+        path = require_file(src, "a list file")
         try:
             data = path.read_bytes()
         except OSError as exc:

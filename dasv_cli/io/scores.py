@@ -1,4 +1,5 @@
-"""The scores TSV that `dasv score` writes, read back: `key1<TAB>key2<TAB>score[<TAB>label]` per line.
+"""The scores TSV, `key1<TAB>key2<TAB>score[<TAB>label]` per line: written by `dasv score` (to a stream, or
+to a file atomically) and read back (`dasv calibrate`).
 
 Keys go through `key_of` as in every list (an audio extension is stripped). Labels are 1 (same
 speaker) and 0 (different speakers); a file has them on every line or on none.
@@ -8,13 +9,16 @@ Blank lines and `#` comments are skipped; malformed lines are reported as `file:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 
 from dasv_cli.errors import InputError, where
-from dasv_cli.io.lists import iter_fields, key_of
+from dasv_cli.io.atomic import write_text_atomic
+from dasv_cli.io.lists import Trials, iter_fields, key_of
 
 
 @dataclass
@@ -63,3 +67,27 @@ def read_scores(src: str | Path) -> ScoreList:
         raise InputError(f"{name}: the scores file is empty")
     return ScoreList(k1, k2, np.asarray(scores, dtype=np.float64),
                      np.asarray(labels, dtype=bool) if width == 4 else None)
+
+
+def _tsv_chunks(trials: Trials, scores: np.ndarray, chunk: int = 100_000) -> Iterator[str]:
+    labels = trials.labels
+    for start in range(0, len(trials), chunk):
+        stop = min(start + chunk, len(trials))
+        yield "".join(
+            f"{a}\t{b}\t{s:.6f}\t{int(y)}\n"
+            for a, b, s, y in zip(trials.key1[start:stop], trials.key2[start:stop],
+                                  scores[start:stop].tolist(), labels[start:stop].tolist())
+        )
+
+
+def write_scores(stream: IO[str] | None, trials: Trials, scores: np.ndarray) -> None:
+    """TSV `key1 key2 score label` to a stream (stdout when None), in chunks (millions of trials)."""
+    out = stream or sys.stdout
+    for text in _tsv_chunks(trials, scores):
+        out.write(text)
+    out.flush()
+
+
+def write_scores_file(path: str | Path, trials: Trials, scores: np.ndarray) -> None:
+    """The scores TSV written to a temporary file beside `path`, then renamed (never half a file)."""
+    write_text_atomic(path, "scores", lambda fh: write_scores(fh, trials, scores))

@@ -142,7 +142,7 @@ class Trainer:
         st = self.state
         eer = dcf1 = dcf5 = float("nan")
         if self.ctx.is_main:
-            from dasv_cli.eval.scoring import evaluate_trials
+            from dasv_cli.eval.validation import evaluate_trials
 
             t0 = time.time()
             if self._valid_store is None:
