@@ -47,7 +47,7 @@ def test_index_is_cached_and_only_new_shards_are_read(tmp_path, no_fsync, monkey
     assert (tmp_path / INDEX_NAME).exists() and len(store.shards) >= 10
     reads = []
     real = store_index.read_part
-    monkeypatch.setattr(store_index, "read_part", lambda p: reads.append(p.name) or real(p))
+    monkeypatch.setattr(store_index, "read_part", lambda p, *a: reads.append(p.name) or real(p, *a))
     again = FeatureStore(tmp_path)
     assert reads == [] and again.keys() == store.keys() == list(utts)
     more = write_store(tmp_path, 6, per_shard=4, first=40, seed=1)  # a resumed run adds shards
@@ -68,7 +68,16 @@ def test_index_is_cached_and_only_new_shards_are_read(tmp_path, no_fsync, monkey
 def test_handles_are_bounded_and_reads_stay_correct(tmp_path, no_fsync):
     utts = write_store(tmp_path, 30, per_shard=3)
     store = FeatureStore(tmp_path, max_open=3)
-    assert len(store.shards) >= 10
+    assert len(store.shards) >= 10 and (store.index.chunk_rows > 0).all() \
+        and (store.index.stats_at >= 0).all()  # ShardWriter's shards: plain preads
+    hdf5 = FeatureStore(tmp_path)
+    hdf5.index.chunk_rows[:] = 0  # the same store read through h5py only
+    hdf5.index.stats_at[:] = -1
+    rows = hdf5.rows(list(utts))
+    assert np.array_equal(hdf5.read_windows(rows, np.full(rows.size, 7), 50), store.read_windows(rows, np.full(rows.size, 7), 50))
+    assert all(np.array_equal(a, b) for a, b in zip(hdf5.read_stats(rows), store.read_stats(rows)))
+    assert all(np.array_equal(hdf5[k], store[k]) and np.array_equal(store[k], f) for k, f in utts.items())
+    hdf5.close()
     for key, f in list(utts.items()) * 2:
         np.testing.assert_array_equal(store.window(key, 5, 20), f[5:25])
         mean, std = store.stats(key)

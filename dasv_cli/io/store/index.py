@@ -16,7 +16,8 @@ allow_pickle=False; a missing, stale, damaged or unwritable cache only costs the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,10 +25,10 @@ import numpy as np
 
 from dasv_cli.errors import DasvError, InputError
 from dasv_cli.io.atomic import atomic_path
-from dasv_cli.io.store.layout import check_shard, open_shard
+from dasv_cli.io.store.layout import REQUIRED, STORE_FORMAT, STORE_FORMAT_VERSION, check_shard, open_shard
 
 INDEX_NAME = ".dasv-index.npz"
-INDEX_VERSION = 1
+INDEX_VERSION = 3
 
 
 @dataclass
@@ -40,6 +41,10 @@ class ShardPart:
     samples: int  # total samples of the shard
     recipe_json: str
     dtype: str
+    chunk_rows: int = 0  # feats rows per chunk when its chunks can be pread (raw_layout), else 0
+    chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their byte offsets
+    stats_at: tuple[int, int] = (-1, -1)  # byte offsets of the contiguous mean and std, or -1
+    recipe_raw: Any = None  # the shard's `recipe` attr as stored (for _check)
 
 
 def _signature(path: Path) -> tuple[int, int]:
@@ -47,18 +52,76 @@ def _signature(path: Path) -> tuple[int, int]:
     return int(st.st_size), int(st.st_mtime_ns)
 
 
-def read_part(path: Path) -> ShardPart:
-    """One shard's keys, offsets, lengths and samples (the shard is opened once, briefly, and checked)."""
+def _check(f: Any, path: Path, like: ShardPart | None) -> dict[str, Any]:
+    """check_shard, in full once per store: a shard whose format and recipe attrs are byte for byte
+    those of the store's first shard is that shard's recipe (the field-by-field comparison of ~20
+    attrs is a third of reading a small shard's index)."""
+    attrs = f.attrs
+    if like is not None and attrs.get("format") == STORE_FORMAT and attrs.get("recipe") == like.recipe_raw \
+            and int(attrs.get("format_version", -1)) == STORE_FORMAT_VERSION and all(n in f for n in REQUIRED):
+        return {"recipe": None, "dtype": str(attrs["dtype"])}
+    return check_shard(f, path)
+
+
+def _blocks(ds: Any, expect: str) -> tuple[int, np.ndarray]:
+    """(rows per block, byte offset of each block in row order) of a dataset whose values lie in
+    the file as plain little-endian blocks (contiguous: one block; chunked without filters: its
+    chunks, wherever HDF5 placed them); (0, []) when HDF5 must read it."""
+    import h5py
+
+    none = (0, np.zeros(0, dtype=np.int64))
+    dsid = ds.id
+    plist = dsid.get_create_plist()
+    if ds.dtype.str != expect or plist.get_nfilters() != 0 or ds.size == 0:
+        return none
+    layout = plist.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = dsid.get_offset()
+        return none if offset is None else (int(ds.shape[0]), np.array([offset], dtype=np.int64))
+    if layout != h5py.h5d.CHUNKED or ds.chunks[1:] != ds.shape[1:] or not hasattr(dsid, "chunk_iter"):
+        return none
+    rows = int(ds.chunks[0])
+    chunk_bytes = rows * int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
+    n = -(-ds.shape[0] // rows)
+    offsets = np.full(n, -1, dtype=np.int64)
+
+    def visit(info: Any) -> None:
+        i = info.chunk_offset[0] // rows
+        if info.size == chunk_bytes and i < n:
+            offsets[i] = info.byte_offset
+
+    dsid.chunk_iter(visit)
+    return none if (offsets < 0).any() else (rows, offsets)
+
+
+def raw_layout(f: Any, dtype: str) -> tuple[int, np.ndarray, int, int]:
+    """Where feats, mean and std lie in a shard, so the reader can pread them without HDF5:
+    (feats rows per chunk or 0, feats chunk offsets, mean offset or -1, std offset or -1)."""
+    if sys.byteorder != "little":
+        return 0, np.zeros(0, dtype=np.int64), -1, -1
+    rows, chunks = _blocks(f["feats"], "<f2" if dtype == "float16" else "<f4")
+    mean, std = (_blocks(f[name], "<f4") for name in ("mean", "std"))
+    first = [int(b[1][0]) if b[0] == f[name].shape[0] else -1 for b, name in ((mean, "mean"), (std, "std"))]
+    return rows, chunks, first[0], first[1]
+
+
+def read_part(path: Path, like: ShardPart | None = None) -> ShardPart:
+    """One shard's keys, offsets, lengths and samples (the shard is opened once, briefly, and checked;
+    `like`: a part already read from this store, whose recipe this shard shares when its attrs match)."""
     with open_shard(path) as f:
-        info = check_shard(f, path)
+        info = _check(f, path, like)
+        raw = f.attrs["recipe"]
         keys = np.asarray(f["keys"][()], dtype=object)
         part = ShardPart(
             keys=np.array([k if isinstance(k, bytes) else str(k).encode("utf-8") for k in keys], dtype=object),
             offsets=np.asarray(f["offsets"][()], dtype=np.int64),
             lengths=np.asarray(f["lengths"][()], dtype=np.int64),
             samples=int(np.asarray(f["samples"][()], dtype=np.int64).sum()) if "samples" in f else 0,
-            recipe_json=json.dumps(info["recipe"], sort_keys=True), dtype=info["dtype"],
+            recipe_json=like.recipe_json if info["recipe"] is None else json.dumps(info["recipe"], sort_keys=True),
+            dtype=info["dtype"], recipe_raw=raw,
         )
+        part.chunk_rows, part.chunks, mean_at, std_at = raw_layout(f, info["dtype"])
+        part.stats_at = (mean_at, std_at)
     return part
 
 
@@ -81,6 +144,12 @@ class StoreIndex:
         self.offset = np.concatenate([p.offsets for p in parts]) if parts else np.zeros(0, np.int64)
         self.length = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
         self.shard_samples = np.array([p.samples for p in parts], dtype=np.int64)
+        # pread without HDF5: feats rows per chunk (0: use HDF5), chunk offsets by shard, stats offsets
+        self.chunk_rows = np.array([p.chunk_rows for p in parts], dtype=np.int64)
+        self.chunk_start = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([p.chunks.size for p in parts], out=self.chunk_start[1:])
+        self.chunks = np.concatenate([p.chunks for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        self.stats_at = np.array([p.stats_at for p in parts], dtype=np.int64).reshape(-1, 2)
         keys = np.concatenate([p.keys for p in parts]).astype(bytes) if parts else np.zeros(0, "S1")
         order = np.argsort(keys, kind="stable")
         self.sorted_keys = keys[order]
@@ -118,19 +187,15 @@ class StoreIndex:
     def row(self, key: str) -> int:
         return int(self.rows([key])[0])
 
+    def stored_keys(self) -> np.ndarray:
+        """The keys as bytes, in stored order (shard by shard)."""
+        stored = np.empty_like(self.sorted_keys)
+        stored[self.sorted_rows] = self.sorted_keys
+        return stored
+
     def keys(self) -> list[str]:
         """Keys in stored order (shard by shard)."""
-        stored = np.empty_like(self.sorted_keys)
-        stored[self.sorted_rows] = self.sorted_keys
-        return [k.decode("utf-8") for k in stored.tolist()]
-
-    def part_arrays(self, s: int) -> ShardPart:
-        """Shard `s`'s part again (for the cache)."""
-        lo, hi = int(self.shard_start[s]), int(self.shard_start[s + 1])
-        stored = np.empty_like(self.sorted_keys)
-        stored[self.sorted_rows] = self.sorted_keys
-        recipe_json, dtype, samples = self.parts_meta[s]
-        return ShardPart(stored[lo:hi], self.offset[lo:hi], self.length[lo:hi], samples, recipe_json, dtype)
+        return [k.decode("utf-8") for k in self.stored_keys().tolist()]
 
 
 def _load_cache(directory: Path, shards: Sequence[Path],
@@ -145,7 +210,8 @@ def _load_cache(directory: Path, shards: Sequence[Path],
             sig = z["sig"]
             start = z["start"]
             keys, offsets, lengths = z["keys"], z["offsets"], z["lengths"]
-            samples = z["samples"]
+            samples, chunk_rows, chunk_start = z["samples"], z["chunk_rows"], z["chunk_start"]
+            chunks, stats_at = z["chunks"], z["stats_at"]
             recipes = [r.decode("utf-8") for r in z["recipes"].tolist()]
             dtypes = [d.decode("utf-8") for d in z["dtypes"].tolist()]
     except (OSError, KeyError, ValueError, EOFError):
@@ -156,23 +222,25 @@ def _load_cache(directory: Path, shards: Sequence[Path],
         if wanted.get(name) == (int(sig[i, 0]), int(sig[i, 1])):
             lo, hi = int(start[i]), int(start[i + 1])
             found[name] = ShardPart(keys[lo:hi], offsets[lo:hi], lengths[lo:hi], int(samples[i]),
-                                    recipes[i], dtypes[i])
+                                    recipes[i], dtypes[i], int(chunk_rows[i]),
+                                    chunks[int(chunk_start[i]):int(chunk_start[i + 1])],
+                                    (int(stats_at[i, 0]), int(stats_at[i, 1])))
     return found, len(found) == len(shards) == len(names)
 
 
 def _save_cache(directory: Path, index: StoreIndex, sigs: Sequence[tuple[int, int]]) -> None:
     """Write the cache atomically; quietly nothing where the store is read-only or full."""
-    parts = [index.part_arrays(s) for s in range(len(index.shards))]
     arrays = {
         "version": np.array(INDEX_VERSION),
         "names": np.array([p.name.encode("utf-8") for p in index.shards], dtype=bytes),
         "sig": np.array(sigs, dtype=np.int64).reshape(-1, 2),
         "start": index.shard_start,
-        "keys": np.concatenate([p.keys for p in parts]),
+        "keys": index.stored_keys(),
         "offsets": index.offset, "lengths": index.length,
-        "samples": index.shard_samples,
-        "recipes": np.array([p.recipe_json.encode("utf-8") for p in parts], dtype=bytes),
-        "dtypes": np.array([p.dtype.encode("utf-8") for p in parts], dtype=bytes),
+        "samples": index.shard_samples, "chunk_rows": index.chunk_rows, "chunk_start": index.chunk_start,
+        "chunks": index.chunks, "stats_at": index.stats_at,
+        "recipes": np.array([r.encode("utf-8") for r, _, _ in index.parts_meta], dtype=bytes),
+        "dtypes": np.array([d.encode("utf-8") for _, d, _ in index.parts_meta], dtype=bytes),
     }
     try:
         with atomic_path(directory / INDEX_NAME, "feature store index") as tmp:
@@ -186,7 +254,14 @@ def open_index(directory: Path, shards: Sequence[Path]) -> StoreIndex:
     """The index of `shards` (the store's list_shards): unchanged shards from the cache, the rest read."""
     sigs = [_signature(p) for p in shards]
     cached, current = _load_cache(directory, shards, sigs)
-    parts = [cached.get(p.name) or read_part(p) for p in shards]
+    parts: list[ShardPart] = []
+    like = None
+    for p in shards:
+        part = cached.get(p.name)
+        if part is None:
+            part = read_part(p, like)
+            like = like or part
+        parts.append(part)
     index = StoreIndex(shards, parts)
     if not current:
         _save_cache(directory, index, sigs)

@@ -3,8 +3,10 @@
 Callers see keys, lengths, windows and stats only. The index (io.store.index: key -> row; per row
 shard, offset, length) is built once per process at most (cached beside the shards) and crosses a
 fork or a pickle as a few numpy buffers. HDF5 handles are a per-process LRU of at most `max_open`
-files (derived from the open-file limit), each kept with its datasets open, so a million utterances
-in thousands of shards never exhaust descriptors or memory, and a read is one slice, not three opens.
+shards (derived from the open-file limit). Where a shard's feats/mean/std lie in the file as plain
+blocks (uncompressed, chunks in row order: what ShardWriter writes; checked once, at index time) a
+read is one os.pread of a plain descriptor, so a random window in any of thousands of shards costs
+no HDF5 open; other shards are read through h5py with the datasets kept open.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dasv_cli.io.paths import require_dir
 from dasv_cli.io.store.index import StoreIndex, open_index
 from dasv_cli.io.store.layout import list_shards
 
-MAX_OPEN = 256  # HDF5 files one process keeps open at most
+MAX_OPEN = 256  # shards one process keeps open at most
 CHUNK_CACHE_BYTES = 1 << 20  # per open file: random windows rarely revisit a chunk
 
 
@@ -39,21 +41,39 @@ def default_max_open() -> int:
 
 
 class _Handle:
-    """One open shard and its datasets (kept open: a dataset open costs as much as a read)."""
+    """One shard of this process: a plain descriptor for pread (feats, mean, std lie in the file as
+    plain blocks: StoreIndex.raw) and, only where that does not hold, the HDF5 file with its datasets
+    kept open (a dataset open costs as much as a read)."""
 
-    __slots__ = ("file", "feats", "mean", "std")
+    __slots__ = ("path", "fd", "_file")
 
     def __init__(self, path: Path) -> None:
-        import h5py
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._file: Any = None
 
-        self.file = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
-        self.feats, self.mean, self.std = self.file["feats"], self.file["mean"], self.file["std"]
+    def file(self) -> Any:
+        if self._file is None:
+            import h5py
 
-    def close(self) -> None:
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        return self._file
+
+    def pread(self, nbytes: int, offset: int) -> bytes | None:
+        buf = os.pread(self.fd, nbytes, offset)
+        return buf if len(buf) == nbytes else None
+
+    def close(self, hdf5: bool = True) -> None:
         try:
-            self.file.close()
-        except Exception:
+            os.close(self.fd)
+        except OSError:
             pass
+        if hdf5 and self._file is not None:
+            try:
+                self._file.close()
+            except Exception:
+                pass
+        self._file = None
 
 
 class FeatureStore:
@@ -85,6 +105,8 @@ class FeatureStore:
     # -- process-local handles ------------------------------------------------------------------
     def _handle(self, s: int) -> _Handle:
         if self._pid != os.getpid():  # forked: never touch the parent's HDF5 handles
+            for inherited in self._files.values():
+                inherited.close(hdf5=False)  # the copied descriptors are this process's to close
             self._files = OrderedDict()
             self._pid = os.getpid()
         h = self._files.get(s)
@@ -182,7 +204,44 @@ class FeatureStore:
     def _read(self, row: int, start: int, frames: int) -> np.ndarray:
         s = int(self._ix.shard[row])
         off = int(self._ix.offset[row]) + start
-        return np.asarray(self._handle(s).feats[off:off + frames], dtype=np.float32)
+        h = self._handle(s)
+        per = int(self._ix.chunk_rows[s])
+        if per > 0 and frames > 0:
+            raw = self._pread_rows(h, s, per, off, frames)
+            if raw is not None:
+                return raw.astype(np.float32)
+        return np.asarray(h.file()["feats"][off:off + frames], dtype=np.float32)
+
+    def _pread_rows(self, h: _Handle, s: int, per: int, off: int, frames: int) -> np.ndarray | None:
+        """Rows [off, off + frames) of a shard's feats, one pread per run of adjacent chunks."""
+        item = 2 if self.dtype == "float16" else 4
+        row_bytes = self.n_mels * item
+        first, last = off // per, (off + frames - 1) // per
+        where = self._ix.chunks[int(self._ix.chunk_start[s]) + first:int(self._ix.chunk_start[s]) + last + 1]
+        pieces = []
+        lo = off
+        c = 0
+        while c < where.size:  # merge chunks that follow each other in the file into one read
+            d = c
+            while d + 1 < where.size and where[d + 1] == where[d] + per * row_bytes:
+                d += 1
+            end = min(off + frames, (first + d + 1) * per)
+            start_in = (lo - (first + c) * per) * row_bytes
+            buf = h.pread((end - lo) * row_bytes, int(where[c]) + start_in)
+            if buf is None:
+                return None
+            pieces.append(buf)
+            lo, c = end, d + 1
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return np.frombuffer(data, dtype="<f2" if item == 2 else "<f4").reshape(frames, self.n_mels)
+
+    def _stat_row(self, h: _Handle, s: int, which: int, local: int) -> np.ndarray:
+        base = int(self._ix.stats_at[s, which - 1])
+        if base >= 0:
+            buf = h.pread(self.n_mels * 4, base + local * self.n_mels * 4)
+            if buf is not None:
+                return np.frombuffer(buf, dtype="<f4")
+        return h.file()["mean" if which == 1 else "std"][local]
 
     def __getitem__(self, key: str) -> np.ndarray:
         """The whole utterance, float32 [frames, n_mels] (raw log-mel, as stored)."""
@@ -223,9 +282,10 @@ class FeatureStore:
         shard = self._ix.shard[rows]
         local = rows - self._ix.shard_start[shard]
         for i in np.lexsort((local, shard)):
-            h = self._handle(int(shard[i]))
-            mean[i] = h.mean[int(local[i])]
-            std[i] = h.std[int(local[i])]
+            s = int(shard[i])
+            h = self._handle(s)
+            mean[i] = self._stat_row(h, s, 1, int(local[i]))
+            std[i] = self._stat_row(h, s, 2, int(local[i]))
         return mean, std
 
     def stats(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +297,7 @@ class FeatureStore:
         """Samples of the source audio at the recipe's rate."""
         row = self._row(key)
         s = int(self._ix.shard[row])
-        return int(self._handle(s).file["samples"][row - int(self._ix.shard_start[s])])
+        return int(self._handle(s).file()["samples"][row - int(self._ix.shard_start[s])])
 
     def summary(self) -> dict[str, Any]:
         """Utterances, frames, hours of audio, shards, bytes, dtype and recipe of the store (from the index)."""
