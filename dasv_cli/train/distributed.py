@@ -96,8 +96,11 @@ def _leave() -> None:
         pass
 
 
-def run_rank(cfg: TrainConfig) -> int:
-    """This process is one rank (under torchrun or started by `launch`): join, train, leave."""
+def run_rank(cfg: TrainConfig, data: Any = None) -> int:
+    """This process is one rank (under torchrun or started by `launch`): join, train, leave.
+
+    `data` is the launcher's checked TrainData (its store index included), so a launched rank does
+    not read and check the inputs again; under an external torchrun each rank prepares its own."""
     from dasv_cli.train.loop import train
 
     _exit_on_sigterm()
@@ -105,7 +108,7 @@ def run_rank(cfg: TrainConfig) -> int:
     if ctx.rank != 0:
         progress.set_quiet(True)
     try:
-        result = train(cfg, ctx)
+        result = train(cfg, ctx, data)
         return result.exit_code
     finally:
         _leave()
@@ -129,12 +132,12 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool) -> int:
+def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool, data: Any = None) -> int:
     """What each launched rank runs (module-level so the spawn start method can pickle it)."""
     rank = os.environ.get("RANK", "?")
     progress.set_quiet(quiet)
     try:
-        code = run_rank(config_from_dict(cfg_dict))
+        code = run_rank(config_from_dict(cfg_dict), data)
     except DasvError as exc:
         _write_error(err_dir, rank, exc.message, exc.exit_code)
         sys.exit(exc.exit_code)
@@ -181,8 +184,10 @@ def _first_error(err_dir: str) -> dict | None:
     return min(pool, key=lambda e: e.get("time", 0.0)) if pool else None
 
 
-def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
-    """Start `nproc` local ranks with elastic_launch and wait; returns the exit code."""
+def launch(cfg: TrainConfig, nproc: int, debug: bool = False, data: Any = None) -> int:
+    """Start `nproc` local ranks with elastic_launch and wait; returns the exit code.
+
+    `data` (the checked TrainData) travels to every rank with the launch arguments: one index per run."""
     import uuid
 
     import torch
@@ -218,7 +223,7 @@ def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
     handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT]
     old_handlers = {sig: signal.getsignal(sig) for sig in handled}
     try:
-        results = elastic_launch(launch_cfg, _rank_entry)(cfg.to_dict(), err_dir, debug, progress.is_quiet())
+        results = elastic_launch(launch_cfg, _rank_entry)(cfg.to_dict(), err_dir, debug, progress.is_quiet(), data)
     except ChildFailedError as exc:
         err = _first_error(err_dir)
         if err is None:
@@ -251,9 +256,9 @@ def run_training(cfg: TrainConfig, debug: bool = False) -> int:
         return run_rank(cfg)
     nproc = cfg.gpus or cfg.procs
     if nproc > 1:
-        prepare_data(cfg, nproc)  # fail fast, once, before any process starts
+        data = prepare_data(cfg, nproc)  # fail fast, once, before any process starts
         check_output(cfg)
-        return launch(cfg, nproc, debug)
+        return launch(cfg, nproc, debug, data)
     if cfg.gpus == 1 and cfg.device == "auto":
         cfg.device = "cuda"
     return train(cfg).exit_code

@@ -31,6 +31,9 @@ class TrainData:
     n_mels: int
     trials: Any = None  # dasv_cli.io.lists.Trials or None
     valid_store: str | None = None
+    store: Any = None  # the training FeatureStore: its index built once per run, handles closed
+    rows: np.ndarray | None = None  # int64 store row of each key
+    valid: Any = None  # the validation FeatureStore (the training one when they are the same path)
 
 
 def _first(items: list[str], n: int = 3) -> str:
@@ -59,13 +62,14 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     try:
         if len(store) == 0:
             raise InputError(f"{cfg.features}: the feature store is empty")
-        missing = [k for k in labels.keys if k not in store]
-        if missing:
+        rows = store.rows(labels.keys)
+        if (rows < 0).any():
+            missing = [labels.keys[i] for i in np.flatnonzero(rows < 0)[:4]]
             raise InputError(
-                f"{cfg.train_labels}: {len(missing)} of {len(labels.keys)} keys are not in the feature store "
+                f"{cfg.train_labels}: {int((rows < 0).sum())} of {len(labels.keys)} keys are not in the feature store "
                 f"{cfg.features} (first: {_first(missing)})"
             )
-        lengths = np.array([store.length(k) for k in labels.keys], dtype=np.int64)
+        lengths = store.row_lengths(rows)
         empty = [labels.keys[i] for i in np.flatnonzero(lengths <= 0)]
         if empty:
             raise InputError(f"{cfg.features}: {len(empty)} training utterances have no frames (first: {_first(empty)})")
@@ -78,13 +82,20 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
             f"{cfg.train_labels}: {len(labels.keys)} training utterances cannot fill one batch of "
             f"{cfg.batch_size} x {world} process(es); lower --batch-size"
         )
-    trials, valid_store = _validation_inputs(cfg, recipe) if cfg.has_validation else (None, None)
+    trials, valid_store, valid = _validation_inputs(cfg, recipe, store) if cfg.has_validation else (None, None, None)
     return TrainData(keys=labels.keys, labels=labels.labels, speakers=labels.names,
                      num_speakers=labels.num_classes, lengths=lengths, recipe=recipe, n_mels=n_mels,
-                     trials=trials, valid_store=valid_store)
+                     trials=trials, valid_store=valid_store, store=store, rows=rows, valid=valid)
 
 
-def _validation_inputs(cfg: TrainConfig, recipe: dict[str, Any]) -> tuple[Any, str]:
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _validation_inputs(cfg: TrainConfig, recipe: dict[str, Any], train_store: Any) -> tuple[Any, str, Any]:
     """The validation trials and their store, checked against each other and the training recipe."""
     from dasv_cli.io.lists import read_trial_pair, read_trials
     from dasv_cli.io.store.layout import check_recipe
@@ -98,19 +109,20 @@ def _validation_inputs(cfg: TrainConfig, recipe: dict[str, Any]) -> tuple[Any, s
     if trials.labels.min() == trials.labels.max():
         raise InputError(f"{trial_name}: validation needs both same- and different-speaker trials")
     valid_store = cfg.valid_features or cfg.features
-    vstore = open_store(valid_store)
+    vstore = train_store if _same_dir(valid_store, cfg.features) else open_store(valid_store)
     try:
         check_recipe(valid_store, plain(dict(vstore.recipe)), recipe, f"the training store {cfg.features}")
-        unique = trials.unique_keys()
-        absent = [k for k in unique if k not in vstore]
-        if absent:
+        unique = list(trials.unique_keys())
+        absent_rows = np.flatnonzero(vstore.rows(unique) < 0)
+        if absent_rows.size:
+            absent = [unique[i] for i in absent_rows[:4]]
             raise InputError(
-                f"{trial_name}: {len(absent)} of {len(unique)} trial keys are not in the feature store "
+                f"{trial_name}: {absent_rows.size} of {len(unique)} trial keys are not in the feature store "
                 f"{valid_store} (first: {_first(absent)})"
             )
     finally:
         vstore.close()
-    return trials, valid_store
+    return trials, valid_store, vstore
 
 
 __all__ = ["TrainData", "prepare_data", "open_store"]

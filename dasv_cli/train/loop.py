@@ -91,7 +91,8 @@ class Trainer:
         from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, make_loader
 
         cfg, ctx = self.cfg, self.ctx
-        self.dataset = WindowDataset(cfg.features, self.data.keys, self.data.labels, self.data.lengths, cfg.norm)
+        self.dataset = WindowDataset(cfg.features, self.data.keys, self.data.labels, self.data.lengths, cfg.norm,
+                                     store=self.data.store, rows=self.data.rows)
         self.sampler = WindowBatchSampler(self.data.lengths, cfg.batch_size, cfg.window_frames, cfg.seed,
                                           ctx.rank, ctx.world, cfg.random_slicing)
         self.loader = make_loader(self.dataset, self.sampler, cfg.workers, cfg.seed, ctx.rank,
@@ -145,8 +146,8 @@ class Trainer:
             from dasv_cli.eval.validation import evaluate_trials
 
             t0 = time.time()
-            if self._valid_store is None:
-                self._valid_store = open_store(self.data.valid_store)
+            if self._valid_store is None:  # the run's store when validation reads the training features
+                self._valid_store = self.data.valid or open_store(self.data.valid_store)
             self.model.eval()
             try:
                 metrics = evaluate_trials(self.model, self._valid_store, self.data.trials, norm=self.cfg.norm,
