@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks read /proc")
 
