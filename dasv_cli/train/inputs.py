@@ -15,6 +15,7 @@ import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.plain import plain
+from dasv_cli.train.augmented import with_copies
 from dasv_cli.train.config import TrainConfig
 
 
@@ -59,6 +60,7 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     try:
         if len(store) == 0:
             raise InputError(f"{cfg.features}: the feature store is empty")
+        labels = with_copies(labels, store.keys(), cfg.features) if cfg.augmented else labels
         missing = [k for k in labels.keys if k not in store]
         if missing:
             raise InputError(
