@@ -260,7 +260,8 @@ def test_train_config_and_both_commands_derive_their_network_options_from_model_
         assert train_fields[name].default == declared[name].default, name
         assert train_fields[name].metadata == declared[name].metadata, name
     changed = dict(front_end="VGG3L", kernel_size=8, pooling="MHA", heads=2, mask_prob=0.1, embedding_size=9,
-                   scale=10.0, margin=0.2, annealing=True, numerics="paper")
+                   scale=10.0, margin=0.2, annealing=True, numerics="paper", margin_type="aam", margin_warmup=5,
+                   init="kaiming")
     assert set(changed) == set(MODEL_FIELDS)
     built = ModelConfig.from_dict(model_config_dict(TrainConfig(**changed), num_speakers=3, n_mels=40))
     assert built == ModelConfig(**changed, num_speakers=3, n_mels=40)

@@ -17,11 +17,14 @@ from dasv_cli.model.config import ModelConfig
 
 _TORCH_PARTS = {
     "AMSoftmax": "margin",
+    "AAMSoftmax": "margin",
+    "build_margin": "margin",
     "annealing_alpha": "margin",
     "VGGFrontEnd": "frontends",
     "build_front_end": "frontends",
     "SpeakerNet": "network",
     "count_parameters": "network",
+    "kaiming_init": "network",
     "describe": "network",
     "AttentionPooling": "pooling",
     "DoubleMHAPooling": "pooling",

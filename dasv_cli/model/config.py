@@ -26,6 +26,8 @@ NUMERICS = ("paper", "original")
 # --steps 400 / 1000) they reached a lower EER and minDCF at equal updates. The poolings use it too.
 DEFAULT_NUMERICS = "original"
 ROLES = ("shape", "training", "data")
+MARGIN_TYPES = ("am", "aam")  # AM-Softmax (the paper's) | AAM-Softmax (ArcFace)
+INITS = ("default", "kaiming")
 
 
 def front_end_blocks(name: str) -> int:
@@ -66,9 +68,15 @@ class ModelConfig:
     embedding_size: int = _option(400, "Embedding dimension.", "shape")
     n_mels: int = _option(80, "Log-mel bands.", "data")
     num_speakers: int = _option(5994, "Training speakers.", "data")  # VoxCeleb2 dev in the paper
-    scale: float = _option(30.0, "AM-Softmax scale s.", "training")
-    margin: float = _option(0.4, "AM-Softmax margin m.", "training")
+    margin_type: str = _option("am", "am (AM-Softmax, cos - m) | aam (AAM-Softmax/ArcFace, cos(theta + m)).",
+                               "training", MARGIN_TYPES)
+    scale: float = _option(30.0, "Margin softmax scale s.", "training")
+    margin: float = _option(0.4, "Margin softmax margin m.", "training")
     annealing: bool = _option(False, "The original tool's margin annealing.", "training")
+    margin_warmup: int = _option(0, "Updates over which the margin grows linearly from 0 to m (0: none).",
+                                 "training")
+    init: str = _option("default", "default (torch's layer defaults) | kaiming (He normal, fan-out, for the "
+                        "convolutions and linear layers).", "training", INITS)
     numerics: str = _option(DEFAULT_NUMERICS, "paper | original (the original code's numerics).", "shape", NUMERICS)
 
     def __post_init__(self) -> None:
@@ -81,6 +89,14 @@ class ModelConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
             setattr(self, name, int(value))
+        if self.margin_type not in MARGIN_TYPES:
+            raise ValueError(f"unknown margin_type {self.margin_type!r}; choose one of {', '.join(MARGIN_TYPES)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if isinstance(self.margin_warmup, bool) or not isinstance(self.margin_warmup, numbers.Integral) \
+                or self.margin_warmup < 0:
+            raise ValueError(f"margin_warmup must be a whole number of updates >= 0, got {self.margin_warmup!r}")
+        self.margin_warmup = int(self.margin_warmup)
         for name in ("mask_prob", "scale", "margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -99,6 +115,8 @@ class ModelConfig:
             raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
         if not float(self.scale) > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
+        if self.margin_type == "aam" and not 0.0 <= self.margin < math.pi / 2:
+            raise ValueError(f"an angular margin must be in [0, pi/2), got {self.margin}")
 
     @property
     def blocks(self) -> int:
@@ -147,5 +165,5 @@ def options(*roles: str) -> list[dataclasses.Field]:
     return [f for f in fields(ModelConfig) if f.metadata["role"] in roles]
 
 
-__all__ = ["ModelConfig", "FRONT_ENDS", "POOLINGS", "NUMERICS", "DEFAULT_NUMERICS", "options",
+__all__ = ["ModelConfig", "FRONT_ENDS", "POOLINGS", "NUMERICS", "DEFAULT_NUMERICS", "MARGIN_TYPES", "INITS", "options",
            "front_end_blocks", "output_frames", "check_numerics"]

@@ -1,4 +1,4 @@
-"""SpeakerNet: front-end -> pooling -> FC block -> embedding, and AM-Softmax logits for training.
+"""SpeakerNet: front-end -> pooling -> FC block -> embedding, and margin softmax logits for training.
 
 The network of "Double Multi-Head Attention for Speaker Verification" (India, Safari, Hernando;
 ICASSP 2021, arXiv 2007.13199) and the baselines it was compared with. `ModelConfig` defaults are
@@ -8,7 +8,8 @@ m=0.4, 5,994 VoxCeleb2 speakers): 21.5 M parameters.
 FC block, `numerics="paper"`:     e1 = BN1(ReLU(FC1(p)));  embedding = BN2(ReLU(FC2(e1)))
 FC block, `numerics="original"`:  e1 = ReLU(FC1(p));       embedding = BN2(ReLU(FC2(e1)))
 (the original code defines BN1 but never applies it; it also defines a third BatchNorm it never uses,
-which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax.
+which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax (or AAM-Softmax,
+`margin_type="aam"`); `init="kaiming"` re-draws the conv and linear weights He-normal.
 The numerics also set the MHA score scaling and the head-drop rate (see pooling.py).
 """
 
@@ -22,7 +23,7 @@ from torch.nn import functional as F
 
 from dasv_cli.model.config import ModelConfig, output_frames
 from dasv_cli.model.frontends import build_front_end
-from dasv_cli.model.margin import AMSoftmax
+from dasv_cli.model.margin import build_margin
 from dasv_cli.model.pooling import build_pooling
 
 
@@ -41,7 +42,10 @@ class SpeakerNet(nn.Module):
         self.fc2 = nn.Linear(e, e)
         self.bn2 = nn.BatchNorm1d(e)
         self.pre = nn.Linear(e, e)
-        self.am_softmax = AMSoftmax(e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing)
+        self.am_softmax = build_margin(cfg.margin_type, e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing,
+                                       cfg.margin_warmup)
+        if cfg.init == "kaiming":
+            kaiming_init(self)
 
     @property
     def min_frames(self) -> int:
@@ -86,6 +90,16 @@ class SpeakerNet(nn.Module):
         return self.am_softmax(self.pre(embeddings), labels, step)
 
 
+def kaiming_init(net: nn.Module) -> None:
+    """He-normal weights (fan-out, ReLU gain) and zero biases for every convolution and linear layer,
+    as ResNet and WeSpeaker initialise; BatchNorm and the margin classifier keep their own."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
@@ -121,4 +135,4 @@ def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
     }
 
 
-__all__ = ["SpeakerNet", "count_parameters", "describe"]
+__all__ = ["SpeakerNet", "kaiming_init", "count_parameters", "describe"]

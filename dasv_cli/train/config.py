@@ -1,7 +1,10 @@
 """Training configuration: one dataclass whose defaults are the paper's recipe, filled from TOML and flags.
 
-Resolution order (later wins): the defaults below, then `--config FILE.toml` (or `./dasv.toml` when
-no `--config` is given and the file exists), then the command-line flags the user actually typed.
+Resolution order (later wins): the defaults below (the paper's recipe), then the preset of
+`--recipe` (`paper`: nothing changes; `modern`: RECIPES below), then `--config FILE.toml` (or
+`./dasv.toml` when no `--config` is given and the file exists), then the command-line flags the user
+actually typed. So flags > toml > recipe > defaults: `--recipe modern --margin 0.3` is the modern
+recipe with another margin, and `recipe = "modern"` may itself sit in the TOML file.
 Relative paths in a TOML file are taken relative to that file's directory, so a prepared directory
 with a `dasv.toml` trains with `dasv train --gpus 2` from anywhere inside it.
 
@@ -19,6 +22,8 @@ from typing import Any
 from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.paths import require_file
 from dasv_cli.model import config as model_config
+from dasv_cli.train.recipe import RECIPE_NAMES, recipe_values
+from dasv_cli.train.schedule import SCHEDULES
 
 OPTIMIZERS = ("Adam", "SGD", "RMSprop")
 NORMS = ("cmn", "cmvn", "none")
@@ -26,7 +31,7 @@ PRECISIONS = ("fp32", "bf16")
 
 # Fields that are file-system paths (resolved against the TOML file's directory).
 PATH_FIELDS = ("train_labels", "features", "valid_clients", "valid_impostors", "valid_trials",
-               "valid_features", "out")
+               "valid_features", "out", "init_from")
 
 # The network options a run takes from its flags: every ModelConfig option but the two that come
 # from the data (bands from the feature store, speakers from the labels). A resumed run keeps them.
@@ -63,15 +68,22 @@ class TrainConfig:
     valid_trials: str | None = None
     valid_features: str | None = None
     out: str | None = None
+    init_from: str | None = None  # a checkpoint whose weights start this (new) run
+    recipe: str = "paper"  # paper | modern: a preset of the options below (RECIPES)
     # network: ModelConfig's options are inserted here (front_end, kernel_size, ..., numerics)
     # examples
     window_seconds: float = 3.5
     random_slicing: bool = False
     norm: str = "cmn"
+    augmented: bool = False  # also draw from the stored augmented copies (KEY#KIND) of the training keys
+    spec_augment: bool = False  # SpecAugment time and frequency masks on every training batch
     # optimisation
     optimizer: str = "Adam"
     learning_rate: float = 1e-4
     weight_decay: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine | exponential (to min_lr_ratio at max_steps)
+    lr_warmup: int = 0  # updates of linear LR warm-up
+    min_lr_ratio: float = 0.01  # the decayed LR at max_steps, as a fraction of learning_rate
     batch_size: int = 64
     grad_accumulation: int = 2
     max_epochs: int = 1_000_000
@@ -114,19 +126,20 @@ class TrainConfig:
     def check(self) -> None:
         """Option values that cannot work: one-line UsageError each."""
         choices = {f.name: f.metadata["choices"] for f in NETWORK_OPTIONS if f.metadata["choices"]}
-        choices.update(optimizer=OPTIMIZERS, norm=NORMS, precision=PRECISIONS)
+        choices.update(optimizer=OPTIMIZERS, norm=NORMS, precision=PRECISIONS, recipe=RECIPE_NAMES,
+                       lr_schedule=SCHEDULES)
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
         # network sizes (every integer network option) and counts must be positive
-        positive = [f.name for f in NETWORK_OPTIONS if f.type == "int"]
+        positive = [f.name for f in NETWORK_OPTIONS if f.type == "int" and f.name != "margin_warmup"]
         positive += ["batch_size", "grad_accumulation", "max_epochs", "print_every", "validate_every",
                      "save_every", "max_nonfinite"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        for name in ("max_steps", "workers", "gpus", "procs", "lr_patience"):
+        for name in ("max_steps", "workers", "gpus", "procs", "lr_patience", "lr_warmup", "margin_warmup"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
         if self.early_stopping < -1:
@@ -139,6 +152,12 @@ class TrainConfig:
             raise UsageError(f"--window-seconds must be positive (got {self.window_seconds})")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if not 0.0 < self.min_lr_ratio <= 1.0:
+            raise UsageError(f"--min-lr-ratio must be in (0, 1] (got {self.min_lr_ratio})")
+        if self.lr_schedule != "constant" and not self.max_steps:
+            raise UsageError(f"--lr-schedule {self.lr_schedule} decays until --max-steps; give --max-steps")
+        if self.lr_schedule != "constant" and self.lr_warmup >= self.max_steps:
+            raise UsageError(f"--lr-warmup {self.lr_warmup} leaves no update to decay over (--max-steps {self.max_steps})")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must not be negative (got {self.weight_decay})")
         if self.gpus and self.procs:
@@ -255,7 +274,7 @@ def _closest(name: str, known: set[str]) -> str | None:
 
 def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None,
                    cwd: str | Path | None = None) -> tuple[TrainConfig, Path | None]:
-    """Defaults <- TOML (`config_file`, else `cwd/dasv.toml` when present) <- flags that were given.
+    """Defaults <- recipe <- TOML (`config_file`, else `cwd/dasv.toml` when present) <- flags given.
 
     `flags` holds only the options the user typed (None values are ignored). Returns the config and
     the TOML file that was read (or None).
@@ -273,6 +292,9 @@ def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None,
             raise AssertionError(f"unknown flag field {name}")  # pragma: no cover - programming error
         if value is not None:
             values[name] = value
+    if not values.get("resume"):  # a resumed run keeps its stored (already resolved) options
+        preset = recipe_values(values.get("recipe", "paper"), int(values.get("max_steps", 0)))
+        values = {**preset, **values}
     cfg = TrainConfig(**values)
     cfg.check()
     return cfg, source

@@ -15,6 +15,7 @@ import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.plain import plain
+from dasv_cli.train.augmented import with_copies
 from dasv_cli.train.config import TrainConfig
 
 
@@ -62,6 +63,7 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     try:
         if len(store) == 0:
             raise InputError(f"{cfg.features}: the feature store is empty")
+        labels = with_copies(labels, store.keys(), cfg.features) if cfg.augmented else labels
         rows = store.rows(labels.keys)
         if (rows < 0).any():
             missing = [labels.keys[i] for i in np.flatnonzero(rows < 0)[:4]]

@@ -75,6 +75,8 @@ class Trainer:
         check_window(cfg, self.model.min_frames)
         if cfg.channels_last and ctx.device.startswith("cuda"):
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.init_from and not cfg.resume:
+            run_state.init_weights(cfg.init_from, cfg, self.data, self.model, ctx)
         self.optimizer = make_optimizer(cfg, self.model)
         resumed = None
         if cfg.resume:
@@ -162,6 +164,7 @@ class Trainer:
         verdict = judge(eer, st.best_eer, st.stopping, self.cfg.lr_patience)
         st.best_eer, st.stopping = verdict.best_eer, verdict.stopping
         if verdict.halve:
+            st.lr_scale *= 0.5
             for group in self.optimizer.param_groups:
                 group["lr"] *= 0.5
         if self.ctx.is_main:

@@ -34,13 +34,14 @@ class RunState:
     last_eer: float | None = None
     stopping: int = 0  # validations in a row without gain
     skipped: int = 0  # non-finite batches skipped
+    lr_scale: float = 1.0  # 0.5 per plateau halving (the schedule multiplies it in: train/schedule.py)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> "RunState":
         return cls(step=int(ckpt.get("step", 0)), epoch=int(ckpt.get("epoch", 0)),
                    epoch_batch=int(ckpt.get("epoch_batch", 0)), best_eer=ckpt.get("best_eer"),
                    last_eer=ckpt.get("last_eer"), stopping=int(ckpt.get("stopping", 0)),
-                   skipped=int(ckpt.get("skipped", 0)))
+                   skipped=int(ckpt.get("skipped", 0)), lr_scale=float(ckpt.get("lr_scale", 1.0)))
 
 
 def check_output(cfg: TrainConfig) -> Path:
@@ -163,6 +164,10 @@ def restore(path: Path, cfg: TrainConfig, data: TrainData, model, optimizer,
         except (ValueError, KeyError) as exc:
             raise InputError(f"{path}: optimizer state does not fit --optimizer {cfg.optimizer}") from exc
     state = RunState.from_checkpoint(ckpt)
+    groups = (ckpt.get("optimizer") or {}).get("param_groups") or []
+    if "lr_scale" not in ckpt and groups:  # written before the schedule: its LR holds the halvings
+        stored_lr = float(((ckpt.get("config") or {}).get("train") or {}).get("learning_rate", cfg.learning_rate))
+        state.lr_scale = float(groups[0]["lr"]) / stored_lr
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != ctx.world:
         progress.warn(f"resuming a {saved_world}-process run with {ctx.world}: the example stream "
@@ -172,5 +177,42 @@ def restore(path: Path, cfg: TrainConfig, data: TrainData, model, optimizer,
     return state, ckpt
 
 
+CLASSIFIER = "am_softmax.weight"  # one row per training speaker: re-drawn when the speakers differ
+
+
+def init_weights(path: str | Path, cfg: TrainConfig, data: TrainData, model, ctx: RunContext) -> None:
+    """--init-from: the weights of `path` (torch.load weights_only) into the new run's `model`.
+
+    Every tensor must have the network's shape, except the speaker classifier when the number of
+    speakers differs: that one keeps the fresh draw of the new network (a new run on other speakers).
+    Nothing else comes over: no optimizer, step, RNG or plateau counters (the run starts at step 0).
+    """
+    from dasv_cli.io.store.layout import check_recipe
+
+    ckpt = load_run_checkpoint(path)
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict):
+        raise InputError(f"{path}: holds no model weights")
+    saved_recipe = ((ckpt.get("config") or {}).get("features") or {}).get("recipe")
+    check_recipe(cfg.features, data.recipe, saved_recipe if isinstance(saved_recipe, dict) else None,
+                 f"{path} was trained on")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape) and k != CLASSIFIER]
+    if missing or unexpected or wrong:
+        what = (f"{wrong[0]} is {list(weights[wrong[0]].shape)} there but {list(own[wrong[0]].shape)} here" if wrong
+                else f"{len(missing)} tensor(s) missing, {len(unexpected)} unexpected (first: {(missing or unexpected)[0]})")
+        raise InputError(f"{path}: the weights do not fit this network ({what}); the network options "
+                         f"(--kernel-size, --heads, ...) must be the checkpoint's")
+    fresh = CLASSIFIER in weights and tuple(weights[CLASSIFIER].shape) != tuple(own[CLASSIFIER].shape)
+    if fresh:
+        weights = {k: v for k, v in weights.items() if k != CLASSIFIER}
+    model.load_state_dict(weights, strict=not fresh)
+    if ctx.is_main:
+        speakers = f"; classifier re-drawn for {data.num_speakers} speakers" if fresh else ""
+        progress.log(f"weights from {path} (step {int(ckpt.get('step', 0))} there){speakers}; a new run from step 0")
+
+
 __all__ = ["LAST", "BEST", "RunState", "check_output", "load_run_checkpoint", "seed_process", "seed_rank",
-           "rng_state", "restore_rng", "checkpoint_dict", "restore"]
+           "rng_state", "restore_rng", "checkpoint_dict", "restore", "init_weights"]

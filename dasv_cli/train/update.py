@@ -5,6 +5,9 @@ before it touches the weights, and the BatchNorm statistics its forward moved ar
 original tool applied such batches). When some micro-batches of an update were skipped, the
 gradients are averaged over the good ones; a non-finite gradient skips the update. `max_nonfinite`
 skips in a row end the run with DivergedError (the caller saves the last good state).
+Before each update the learning rate is set from the schedule (train/schedule.py); with
+--spec-augment each micro-batch is masked on its device (train/specaugment.py). Both are pure
+functions of the update count, so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dasv_cli.errors import DasvError
 from dasv_cli.train.config import TrainConfig
 from dasv_cli.train.ranks import RunContext
 from dasv_cli.train.runlog import RunLog, Window
+from dasv_cli.train.schedule import lr_at, set_lr
+from dasv_cli.train.specaugment import spec_augment
 from dasv_cli.train.state import LAST, RunState
 
 
@@ -60,11 +65,8 @@ class GuardedUpdates:
         as a 0-d float tensor on the device (no sync)."""
         import torch
 
-        am = self.model.am_softmax
         with torch.no_grad():
-            plain_logits = logits.detach().float().clone()
-            rows = torch.arange(labels.shape[0], device=labels.device)
-            plain_logits[rows, labels] += am.scale * am.margin * am.margin_factor(self.state.step)
+            plain_logits = self.model.am_softmax.margin_free(logits, labels, self.state.step)
             return (plain_logits.argmax(dim=1) == labels).sum().float()
 
     def feed(self, logits_of: Callable, feats, labels, window: Window) -> bool:
@@ -77,6 +79,8 @@ class GuardedUpdates:
         labels = labels.to(ctx.device, non_blocking=True)
         if self.fault == ("nan", ctx.rank, st.step) and self.in_group == 0:
             feats = torch.full_like(feats, float("nan"))
+        if self.cfg.spec_augment:
+            feats = spec_augment(feats, self.cfg.seed, ctx.rank, st.step, self.in_group)
         snapshot = [b.detach().clone() for b in self.buffers]
         logits = logits_of(feats, labels)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
@@ -119,9 +123,12 @@ class GuardedUpdates:
             self.optimizer.zero_grad(set_to_none=True)
             self.skip(f"non-finite gradient at step {self.state.step}")
             return False
+        cfg, st = self.cfg, self.state
+        set_lr(self.optimizer, lr_at(st.step, cfg.learning_rate, cfg.lr_schedule, cfg.lr_warmup, cfg.max_steps,
+                                     cfg.min_lr_ratio, st.lr_scale))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.state.step += 1
+        st.step += 1
         return True
 
     def skip(self, what: str) -> None:
