@@ -25,7 +25,7 @@ _state = {"debug": False}
 
 # Order here is the order in `dasv --help`.
 _COMMAND_MODULES = ("prepare", "features", "rirs", "inspect", "train", "validate", "embed", "score", "compare",
-                    "calibrate", "export", "convert", "model", "demo")
+                    "enroll", "calibrate", "export", "convert", "model", "demo")
 
 
 def debug_enabled() -> bool:

@@ -17,6 +17,8 @@ EPILOG = """\
   dasv compare a.wav b.wav --model model.onnx --calibration cal.json --prior 0.05
 
   dasv compare --pairs pairs.txt --model best.pt > cosines.tsv
+
+  dasv compare unknown.flac --speakers speakers.h5 --model best.pt
 """
 
 
@@ -25,12 +27,14 @@ def register(app: typer.Typer) -> None:
 
 
 def compare(
-    files: Optional[List[str]] = typer.Argument(None, metavar="A B", help="Two audio files (any format dasv reads).",
+    files: Optional[List[str]] = typer.Argument(None, metavar="A B", help="Two audio files (any format dasv reads); one with --speakers.",
                                                 show_default=False),
     model: Path = typer.Option(..., "--model", "-m", metavar="CKPT|model.onnx",
                                help="dasv checkpoint (.pt), original .chkpt, or an ONNX model from `dasv export`."),
     pairs: Optional[str] = typer.Option(None, "--pairs", metavar="FILE|-",
                                         help="'pathA pathB' lines (TAB-separated when paths have spaces) instead of A B."),
+    speakers: Optional[Path] = typer.Option(None, "--speakers", metavar="FILE.h5",
+                                            help="Rank the speakers enrolled here (`dasv enroll`) against one recording TEST."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", metavar="CAL.json",
                                                help="Add the LLR and a same/different decision (from `dasv calibrate`)."),
     prior: float = typer.Option(0.01, "--prior", metavar="P",
@@ -39,6 +43,8 @@ def compare(
 ) -> None:
     """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
 
+    With --speakers, one recording TEST is ranked against the enrolled speakers: `name<TAB>cosine`, best first.
+
     Each file is featurised as `dasv embed --audio` does and embedded once, however many pairs name it.
     """
     from dasv_cli.errors import UsageError
@@ -46,6 +52,14 @@ def compare(
     from dasv_cli.progress import log, stdout_write
 
     files = files or []
+    if speakers is not None:
+        if len(files) != 1 or pairs is not None or calibration is not None:
+            raise UsageError("--speakers takes one recording TEST (no --pairs or --calibration)")
+        from dasv_cli.eval.enroll import rank_speakers
+
+        ranked = rank_speakers(AudioEmbedder(model, device), files[0], speakers)
+        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        return
     if pairs is not None:
         if files:
             raise UsageError("give either two audio files or --pairs, not both")
