@@ -133,3 +133,27 @@ def test_onnx_model_agrees_with_the_checkpoint(demo_files, ckpt, tmp_path, capsy
     code, out, err = cli(capsys, "compare", f[0], f[1], "--model", onnx)
     assert code == 0, err
     assert float(rows(out)[0][2]) == pytest.approx(eager[0].cosine, abs=1e-4)
+
+
+def test_embed_with_an_onnx_model_matches_the_checkpoint(demo_files, ckpt, tmp_path, capsys) -> None:
+    need_extra()
+    from dasv_cli.deploy.export import export_onnx
+    from dasv_cli.io.embeddings import read_embeddings
+
+    onnx = tmp_path / "model.onnx"
+    export_onnx(ckpt, onnx)
+    lst = tmp_path / "audio.lst"
+    lst.write_text("".join(f"{p}\n" for p in demo_files[::8][:4]))
+    code, _, err = cli(capsys, "features", lst, "-o", tmp_path / "feats", "--jobs", "1")
+    assert code == 0, err
+    for source in (["--features", tmp_path / "feats"], ["--audio", lst]):
+        code, _, err = cli(capsys, "embed", "--model", ckpt, *source, "-o", tmp_path / "eager.h5", "-q")
+        assert code == 0, err
+        code, _, err = cli(capsys, "embed", "--model", onnx, *source, "-o", tmp_path / "onnx.h5", "-q")
+        assert code == 0, err
+        eager, runtime = read_embeddings(tmp_path / "eager.h5"), read_embeddings(tmp_path / "onnx.h5")
+        assert runtime.keys == eager.keys and len(runtime) == 4
+        np.testing.assert_allclose(runtime.vectors, eager.vectors, atol=1e-4)
+        assert runtime.attrs["checkpoint"] == str(onnx.resolve()) and runtime.attrs["norm"] == "cmn"
+        (tmp_path / "eager.h5").unlink()
+        (tmp_path / "onnx.h5").unlink()

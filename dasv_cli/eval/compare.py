@@ -1,17 +1,16 @@
 """`dasv compare`: embed a few audio files with a checkpoint or an exported ONNX model, and score pairs of
 them (cosine; with a calibration also the LLR and the Bayes decision at a prior).
 
-Audio is featurised exactly as `dasv embed --audio` does (features.compute.compute_file with the
-model's recipe): a checkpoint goes through eval.embed.iter_audio_embeddings itself, an ONNX model gets
-the same raw log-mel features (its graph normalises them and repeats short ones). Each distinct file
-is embedded once, however many pairs name it.
+Audio is featurised exactly as `dasv embed --audio` does: through eval.embed.iter_audio_embeddings,
+with a checkpoint or an exported ONNX model (eval.embed.open_onnx_extractor: its graph normalises the
+raw log-mel itself). Each distinct file is embedded once, however many pairs name it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence
+from typing import IO, Optional, Sequence
 
 import numpy as np
 
@@ -36,20 +35,18 @@ class AudioEmbedder:
         self.model_path = Path(model_path)
         self.onnx = self.model_path.suffix.lower() == ".onnx"
         self.embedded = 0  # files featurised and embedded so far (each distinct path once)
-        if self.onnx:
-            from dasv_cli.deploy.runtime import OnnxExtractor
+        from dasv_cli.eval.embed import checkpoint_norm, checkpoint_recipe, load_extractor, open_onnx_extractor
 
-            self.runtime: Any = OnnxExtractor(self.model_path)
-            self.checkpoint = self.runtime.info.checkpoint
+        if self.onnx:  # the graph normalises; it is fed raw log-mel (norm "none")
+            self.device = "cpu"
+            self.model, ckpt, self.norm = open_onnx_extractor(self.model_path)
         else:
             from dasv_cli.devices import resolve_device
-            from dasv_cli.eval.embed import checkpoint_norm, checkpoint_recipe, load_extractor
 
             self.device = resolve_device(device)
             self.model, ckpt = load_extractor(self.model_path, self.device)
             self.norm = checkpoint_norm(ckpt)
-            self.recipe = checkpoint_recipe(ckpt)
-            self.checkpoint = str(self.model_path.resolve())
+        self.recipe = checkpoint_recipe(ckpt)
 
     def embed_paths(self, paths: Sequence[str], where: Optional[dict[str, str]] = None) -> dict[str, np.ndarray]:
         """{path: float32 [E]} for each distinct path; an unusable file is one InputError naming it
@@ -59,7 +56,7 @@ class AudioEmbedder:
         for p in unique:
             if not Path(p).is_file():
                 raise InputError(_named(p, where, "no such audio file" if not Path(p).exists() else "not a file"))
-        out = self._embed_onnx(unique, where) if self.onnx else self._embed_checkpoint(unique, where)
+        out = self._embed(unique, where)
         self.embedded += len(unique)
         return out
 
@@ -69,7 +66,7 @@ class AudioEmbedder:
 
         return read_audio(path).seconds
 
-    def _embed_checkpoint(self, paths: list[str], where: dict[str, str]) -> dict[str, np.ndarray]:
+    def _embed(self, paths: list[str], where: dict[str, str]) -> dict[str, np.ndarray]:
         from dasv_cli.eval.embed import AudioFailure, iter_audio_embeddings
         from dasv_cli.io.lists import AudioEntry
 
@@ -82,22 +79,6 @@ class AudioEmbedder:
         if failures:
             raise InputError(_named(failures[0].path, where, failures[0].reason))
         return out
-
-    def _embed_onnx(self, paths: list[str], where: dict[str, str]) -> dict[str, np.ndarray]:
-        from dasv_cli.features.compute import compute_file  # the exact `dasv features` computation
-        from dasv_cli.io.audio import AudioError
-
-        cfg = self.runtime.recipe
-        feats = []
-        for p in paths:
-            try:
-                got = compute_file(p, cfg, "float32")
-            except AudioError as exc:
-                raise InputError(_named(p, where, exc.reason)) from None
-            except ValueError as exc:  # shorter than one analysis window
-                raise InputError(_named(p, where, str(exc))) from None
-            feats.append(got.feats)
-        return dict(zip(paths, self.runtime.embed(feats)))
 
 
 def _named(path: str, where: dict[str, str], reason: str) -> str:
