@@ -24,8 +24,8 @@ except ImportError:  # pragma: no cover
 _state = {"debug": False}
 
 # Order here is the order in `dasv --help`.
-_COMMAND_MODULES = ("prepare", "features", "rirs", "inspect", "train", "validate", "embed", "score", "calibrate",
-                    "export", "convert", "model", "demo")
+_COMMAND_MODULES = ("prepare", "features", "rirs", "inspect", "train", "validate", "embed", "score", "compare",
+                    "enroll", "calibrate", "export", "convert", "model", "demo")
 
 
 def debug_enabled() -> bool:

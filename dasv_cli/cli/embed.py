@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
 
 
 def embed(
-    model: Path = typer.Option(..., "--model", "-m", metavar="CKPT",
-                               help="dasv checkpoint (.pt) or original research-tool .chkpt."),
+    model: Path = typer.Option(..., "--model", "-m", metavar="CKPT|model.onnx",
+                               help="dasv checkpoint (.pt), original research-tool .chkpt, or an ONNX model from `dasv export`."),
     features: Optional[Path] = typer.Option(None, "--features", "-f", metavar="DIR",
                                             help="Feature store from `dasv features`."),
     audio: Optional[str] = typer.Option(None, "--audio", "-a", metavar="LIST|-",

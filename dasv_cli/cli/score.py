@@ -19,6 +19,8 @@ EPILOG = """\
   cat trials.txt | dasv score --trials - --skip-missing -o scores.tsv --det-plot det.png
 
   dasv score --trials trials.txt --model best.pt --features feats/ --cohort train.h5 --top-n 300
+
+  dasv score --trials eval.txt -e vox1.h5 --calibration cal.json --durations utt2dur > llrs.tsv
 """
 
 
@@ -49,6 +51,11 @@ def score(
     top_n: int = typer.Option(300, "--top-n", min=2, help="Top cohort scores per utterance for adaptive s-norm."),
     det_plot: Optional[Path] = typer.Option(None, "--det-plot", metavar="FILE.png",
                                             help="Draw the DET curve with the EER point marked."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", metavar="CAL.json",
+        help="Write natural-log LLRs (from `dasv calibrate`) instead of cosines; the summary adds actual DCF, Cllr, minCllr."),
+    durations: Optional[Path] = typer.Option(None, "--durations", metavar="FILE",
+                                             help="With a --quality duration calibration: 'key seconds' lines (utt2dur)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; the summary is still printed."),
 ) -> None:
     """Score trials with cosine similarity; scores as TSV on stdout, the summary (EER, minDCF) on stderr.
@@ -72,7 +79,7 @@ def score(
             raise UsageError("give either --embeddings or --model/--features, not both")
     result = run_score(trial_list, trials_name, embeddings=embeddings, model=model, features=features,
                        device=device, skip_missing=skip_missing, cohort=cohort, top_n=top_n, det_plot=det_plot,
-                       output=output)
+                       output=output, calibration=calibration, durations=durations)
     if (output is None or output == "-") and not json_out:
         write_scores(None, result.scored.trials, result.scored.scores)
     if json_out:

@@ -75,6 +75,17 @@ def load_extractor(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str
     return model, ckpt
 
 
+def open_onnx_extractor(path: str | Path) -> tuple[Any, dict[str, Any], str]:
+    """(OnnxExtractor, a checkpoint-like dict naming its recipe and step, "none"): the graph normalises
+    raw log-mel itself, so the features it is given are not normalised here (norm "none")."""
+    from dasv_cli.deploy.runtime import OnnxExtractor
+
+    runtime = OnnxExtractor(path)
+    ckpt = {"step": int(runtime.info.checkpoint.get("step") or 0),
+            "config": {"model": {}, "features": {"norm": runtime.norm, "recipe": dict(runtime.info.recipe)}}}
+    return runtime, ckpt, "none"
+
+
 def checkpoint_norm(ckpt: dict[str, Any]) -> str:
     """The feature normalisation the model was trained with ("cmn" when the checkpoint does not say)."""
     features = (ckpt.get("config") or {}).get("features") or {}
@@ -101,7 +112,10 @@ def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
 
 def _forward(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
     """Embeddings of one batch, always in eval mode (BatchNorm running stats, no head dropping), so
-    the result never depends on the batch mates; the model's previous mode is restored."""
+    the result never depends on the batch mates; the model's previous mode is restored. An exported
+    model (deploy.runtime.OnnxExtractor, see open_onnx_extractor) runs its own graph."""
+    if hasattr(model, "embed_features"):
+        return model.embed_features(batch)
     import torch
 
     was_training = bool(model.training)
@@ -287,7 +301,7 @@ def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: st
     """Refuse features the network cannot take or was not trained on (another feature recipe)."""
     from dasv_cli.io.store.layout import check_recipe
 
-    n_mels = int(getattr(model.cfg, "n_mels", store.n_mels))
+    n_mels = int(getattr(getattr(model, "cfg", model), "n_mels", store.n_mels))
     if store.n_mels != n_mels:
         raise InputError(f"{store.path}: features have {store.n_mels} mel bands but {ckpt_name} expects {n_mels}")
     check_recipe(store.path, store.recipe, checkpoint_recipe(ckpt), f"{ckpt_name} was trained on")

@@ -144,9 +144,13 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
 def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path | None, keys: str | None,
          wanted: list[str] | None, output: str, kind: str, dev: str, max_frames: int, progress: bool,
          interrupt: InterruptFlag) -> EmbedRun:
-    net, ckpt = embedding.load_extractor(model, dev)
+    if Path(model).suffix.lower() == ".onnx":
+        net, ckpt, feed_norm = embedding.open_onnx_extractor(model)
+    else:
+        net, ckpt = embedding.load_extractor(model, dev)
+        feed_norm = embedding.checkpoint_norm(ckpt)
     interrupt.check()
-    norm = embedding.checkpoint_norm(ckpt)
+    norm = embedding.checkpoint_norm(ckpt)  # what the model applies (an ONNX graph: inside it)
     attrs = table_attrs(model, ckpt, norm, str(features if features is not None else audio))
     existing = _existing_table(output, kind, attrs, int(net.embedding_size))
 
@@ -163,7 +167,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
             store.close()
             raise
         all_keys = wanted if wanted is not None else store.keys()
-        batches: Batches = embedding.iter_store_embeddings(net, store, existing.missing(all_keys), norm=norm,
+        batches: Batches = embedding.iter_store_embeddings(net, store, existing.missing(all_keys), norm=feed_norm,
                                                            device=dev, progress=progress, max_frames=max_frames,
                                                            check=interrupt.check)
     else:
@@ -175,7 +179,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
         all_keys = [e.key for e in entries]
         todo = set(existing.missing(all_keys))
         batches = embedding.iter_audio_embeddings(net, [e for e in entries if e.key in todo],
-                                                  embedding.checkpoint_recipe(ckpt), norm=norm, device=dev,
+                                                  embedding.checkpoint_recipe(ckpt), norm=feed_norm, device=dev,
                                                   progress=progress, failures=failures, max_frames=max_frames,
                                                   check=interrupt.check)
 

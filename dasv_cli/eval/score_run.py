@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from dasv_cli.eval.metrics import Metrics, compute_metrics, metrics_and_det
 from dasv_cli.eval.scoring import ScoredTrials, score_table
@@ -14,6 +14,11 @@ from dasv_cli.io.atomic import check_writable
 from dasv_cli.io.embeddings import read_embeddings
 from dasv_cli.io.lists import Trials
 from dasv_cli.io.scores import write_scores_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.eval.llr_metrics import CalibratedSummary
+
+CALIBRATED_KEYS = ("act_dcf_p01", "act_dcf_p05", "cllr", "min_cllr")
 
 
 @dataclass
@@ -23,21 +28,31 @@ class ScoreRun:
     scored: ScoredTrials
     metrics: Metrics
     elapsed: float
+    calibrated: "CalibratedSummary | None" = None  # with --calibration: the scores are LLRs
+    calibration: Optional[str] = None
 
     def summary(self) -> dict[str, Any]:
-        """What `dasv score --json` prints: the metrics, the skipped trials, the s-norm applied."""
+        """What `dasv score --json` prints: the metrics, the skipped trials, the s-norm applied, and with
+        a calibration its path, actual DCF at p=0.01/0.05, Cllr and minCllr of the LLRs."""
         out = self.metrics.to_dict()
         out["skipped"] = self.scored.skipped
         out["snorm"] = self.scored.snorm
+        if self.calibrated is not None:
+            cal = self.calibrated.to_dict()
+            out.update({k: cal[k] for k in CALIBRATED_KEYS})
+            out["calibration"] = self.calibration
         return out
 
 
 def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = None,
               model: Optional[Path] = None, features: Optional[Path] = None, device: str = "auto",
               skip_missing: bool = False, cohort: Optional[Path] = None, top_n: int = 300,
-              det_plot: Optional[Path] = None, output: Optional[str] = None) -> ScoreRun:
+              det_plot: Optional[Path] = None, output: Optional[str] = None,
+              calibration: Optional[Path] = None, durations: Optional[Path] = None) -> ScoreRun:
     """Score `trials` from `embeddings` (default embeddings.h5), or embed them first with `model` from
-    `features`; write the DET plot and the scores file (`output`, unless None or `-`) when asked."""
+    `features`; with `calibration` the scores become natural-log LLRs (durations from `features` or
+    `durations` when it uses them); write the DET plot and the scores file (`output`, unless None or `-`)."""
+    cal = _load_checked_calibration(calibration, features, durations)
     if output is not None and output != "-":
         check_writable(output, "scores")
     if det_plot is not None:
@@ -55,6 +70,14 @@ def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = 
 
     scored = score_table(table, trials, skip_missing=skip_missing, table_name=table_name,
                          cohort=cohort_table, cohort_name=str(cohort) if cohort else None, top_n=top_n)
+    calibrated = None
+    if cal is not None:
+        from dasv_cli.eval.calibration import calibrate_trials
+        from dasv_cli.eval.llr_metrics import calibrated_summary
+
+        scored.scores = calibrate_trials(cal, scored.trials.key1, scored.trials.key2, scored.scores,
+                                         features=features, durations=durations)
+        calibrated = calibrated_summary(scored.scores, scored.trials.labels)
     if det_plot is not None:
         from dasv_cli.eval.det import plot_det
 
@@ -65,7 +88,24 @@ def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = 
     elapsed = time.perf_counter() - started
     if output is not None and output != "-":
         write_scores_file(Path(output), scored.trials, scored.scores)
-    return ScoreRun(scored, metrics, elapsed)
+    return ScoreRun(scored, metrics, elapsed, calibrated, str(calibration) if calibration is not None else None)
+
+
+def _load_checked_calibration(calibration: Optional[Path], features: Optional[Path], durations: Optional[Path]):
+    """The calibration, checked before anything is embedded: one that uses durations needs a source."""
+    from dasv_cli.errors import UsageError
+
+    if calibration is None:
+        if durations is not None:
+            raise UsageError("--durations is for --calibration (a calibration fitted with --quality duration)")
+        return None
+    from dasv_cli.eval.calibration import load_calibration
+
+    cal = load_calibration(calibration)
+    if cal.quality is not None and features is None and durations is None:
+        raise UsageError(f"{calibration} uses the {cal.quality.measure} quality measure: give --durations FILE "
+                         f"(or --features DIR with --model)")
+    return cal
 
 
 def print_summary(run: ScoreRun, *, det_plot: Optional[Path] = None, output: Optional[str] = None) -> None:
@@ -73,6 +113,8 @@ def print_summary(run: ScoreRun, *, det_plot: Optional[Path] = None, output: Opt
     from dasv_cli import progress
 
     progress.log(run.metrics.summary(), force=True)
+    if run.calibrated is not None:
+        progress.log(f"calibrated ({run.calibration}): {run.calibrated.summary()}", force=True)
     extra = []
     skipped, snorm = run.scored.skipped, run.scored.snorm
     if skipped:
