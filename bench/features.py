@@ -8,12 +8,18 @@ so the output keys are distinct), and throughput is taken from the difference, w
 
     x real-time = audio seconds of the list / (time(list twice) - time(list))
 
-Also: start-up (`dasv features` on a single file, whole process) and the size on disk of the store
-versus the baseline's pickles. Each figure is the median of --repeats runs; runs are interleaved so
-that load from other processes hits every variant alike. The load average is printed.
+The same differences of CPU time (user + sys of the whole process tree) give a second ratio that
+load from other processes distorts far less than wall-clock time does: on a busy machine quote both.
+`--parts 2` adds N `dasv features --part I/N --jobs 1` processes run at once into one directory (what
+N cluster jobs do, here on one machine).
+
+Also: start-up (`dasv features` on a single file, whole process: wall and CPU) and the size on disk of
+the store versus the baseline's pickles. Each figure is the median of --repeats runs; runs are
+interleaved so that load from other processes hits every variant alike. The load average is printed.
 
     python bench/features.py                       # ../shared/data/librispeech-train-clean-5-lite
-    python bench/features.py --data DIR --repeats 5
+    python bench/features.py --data DIR --repeats 5 --parts 2
+    python bench/features.py --compare ../main      # before/after: another checkout's dasv beside this one
 """
 
 from __future__ import annotations
@@ -83,18 +89,22 @@ def mirror(files: list[Path], src_root: Path, dst_root: Path) -> list[Path]:
 CPU: dict[str, float] = {}
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Wall-clock seconds of the whole process; its CPU seconds (user + sys) go to CPU["last"]."""
+def timed(cmds: list[list[str]], cwd: Path, env: dict[str, str]) -> float:
+    """Wall-clock seconds of the processes `cmds`, run at once; their CPU seconds (user + sys, with
+    their children) go to CPU["last"]."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for cmd in cmds]
+    errors = [proc.communicate()[1] for proc in procs]
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.decode()[-2000:]}")
+    for cmd, proc, err in zip(cmds, procs, errors):
+        if proc.returncode != 0:
+            sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
     return elapsed
 
 
@@ -115,6 +125,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a folder of audio (searched recursively)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--parts", type=int, nargs="*", default=[], metavar="N",
+                    help="also N concurrent `--part I/N --jobs 1` processes into one directory")
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                    help="also time another checkout's dasv (e.g. the main branch: before/after in one run)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     args.data = args.data.resolve()  # the mirrors are symlinks: a relative target would dangle
@@ -136,13 +150,22 @@ def main() -> None:
         for f in files:  # warm the page cache so that every variant reads from memory
             f.read_bytes()
 
-        variants: dict[str, list[str]] = {"baseline": [sys.executable, str(work / "baseline.py")]}
+        dasv = [sys.executable, "-m", "dasv_cli", "features", "--quiet"]
+        variants: dict[str, list[list[str]]] = {"baseline": [[sys.executable, str(work / "baseline.py")]]}
         for j in args.jobs:
-            variants[f"dasv --jobs {j}"] = [sys.executable, "-m", "dasv_cli", "features", "--quiet", "--jobs", str(j)]
+            variants[f"dasv --jobs {j}"] = [dasv + ["--jobs", str(j)]]
+        for n in args.parts:
+            variants[f"dasv {n} parts"] = [dasv + ["--jobs", "1", "--part", f"{i}/{n}"] for i in range(1, n + 1)]
+        envs = {name: env for name in variants}
+        if args.compare is not None:
+            for j in args.jobs:
+                variants[f"other --jobs {j}"] = [dasv + ["--jobs", str(j)]]
+                envs[f"other --jobs {j}"] = dict(env, PYTHONPATH=str(args.compare.resolve()))
         times: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
         sizes: dict[str, int] = {}
         startup: list[float] = []
+        startup_cpu: list[float] = []
         load_before = os.getloadavg()
         print(f"data: {args.data} ({len(files)} files, {seconds / 3600:.2f} h); {os.cpu_count()} cores; "
               f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
@@ -151,14 +174,14 @@ def main() -> None:
                 for label, lst in (("once", once), ("twice", twice)):
                     if name == "baseline":
                         remove_pickles(work)
-                        t = timed(cmd + [str(lst)], work, env)
+                        t = timed([c + [str(lst)] for c in cmd], work, envs[name])
                         if label == "once":
                             sizes[name] = sum(p.stat().st_size for p in work.rglob("*.pickle"))
                         remove_pickles(work)
                     else:
                         out = work / "store"
                         shutil.rmtree(out, ignore_errors=True)
-                        t = timed(cmd + [str(lst), "-o", str(out)], work, env)
+                        t = timed([c + [str(lst), "-o", str(out)] for c in cmd], work, envs[name])
                         if label == "once":
                             sizes[name] = dir_bytes(out)
                         shutil.rmtree(out, ignore_errors=True)
@@ -168,28 +191,31 @@ def main() -> None:
                           f"{CPU['last']:6.2f} s cpu  load {os.getloadavg()[0]:.2f}", flush=True)
             out = work / "single-store"
             shutil.rmtree(out, ignore_errors=True)
-            startup.append(timed([sys.executable, "-m", "dasv_cli", "features", "--quiet", "--jobs", "1",
-                                  str(single), "-o", str(out)], work, env))
+            startup.append(timed([dasv + ["--jobs", "1", str(single), "-o", str(out)]], work, env))
+            startup_cpu.append(CPU["last"])
             shutil.rmtree(out, ignore_errors=True)
 
         load_after = os.getloadavg()
         print()
-        print("wall clock (medians; diff = median of the per-repeat differences):")
+        print("medians; diff = median of the per-repeat differences (list twice - list): start-up cancels")
         print(f"{'variant':<16}{'list (s)':>10}{'twice (s)':>11}{'diff (s)':>10}{'x real-time':>13}{'vs baseline':>13}"
-              f"{'cpu diff (s)':>14}")
-        base_rate = None
+              f"{'cpu diff (s)':>14}{'x rt per cpu':>14}{'vs baseline':>13}")
+        base_rate = base_cpu = None
         for name in variants:
             t1 = statistics.median(times[(name, "once")])
             t2 = statistics.median(times[(name, "twice")])
             d = statistics.median([y - x for x, y in zip(times[(name, "once")], times[(name, "twice")])])
             c = statistics.median([y - x for x, y in zip(cpu[(name, "once")], cpu[(name, "twice")])])
             rate = seconds / d if d > 0 else float("inf")
+            cpu_rate = seconds / c if c > 0 else float("inf")
             if base_rate is None:
-                base_rate = rate
-            print(f"{name:<16}{t1:>10.2f}{t2:>11.2f}{d:>10.2f}{rate:>12.0f}x{rate / base_rate:>12.2f}x{c:>14.2f}")
+                base_rate, base_cpu = rate, cpu_rate
+            print(f"{name:<16}{t1:>10.2f}{t2:>11.2f}{d:>10.2f}{rate:>12.0f}x{rate / base_rate:>12.2f}x"
+                  f"{c:>14.2f}{cpu_rate:>13.0f}x{cpu_rate / base_cpu:>12.2f}x")
+        print("(wall ratios need a quiet machine; the CPU ratios say what each variant costs per audio second)")
         print()
         print(f"start-up, `dasv features` on one file (whole process, median of {len(startup)}): "
-              f"{statistics.median(startup):.2f} s")
+              f"{statistics.median(startup):.2f} s wall, {statistics.median(startup_cpu):.2f} s cpu")
         for name, size in sizes.items():
             print(f"size on disk for the list: {name:<14} {size / 1e6:8.1f} MB")
         print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")

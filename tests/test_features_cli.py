@@ -230,7 +230,7 @@ def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
     first = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q")
     deadline = time.time() + 60
     lock = out / LOCK_NAME
-    while time.time() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+    while time.time() < deadline and not (lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]):
         time.sleep(0.01)
     second = dasv("features", lst, "-o", out, "-j", "1", "-q", env=ENV)
     still_running = first.poll() is None

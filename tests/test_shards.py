@@ -12,7 +12,7 @@ import pytest
 
 from dasv_cli.dsp.logmel import LogMelConfig, utterance_stats
 from dasv_cli.errors import DasvError, InputError
-from dasv_cli.io.store.layout import list_shards, list_temporary
+from dasv_cli.io.store.layout import Part, list_shards, list_temporary
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.reader import FeatureStore
 from dasv_cli.io.store.writer import ShardWriter
@@ -61,6 +61,25 @@ def test_round_trip_with_rotation_windows_and_stats(tmp_path):
     with pytest.raises(KeyError, match="not in the feature store"):
         store["nope"]
     store.close()
+
+
+def test_utterances_across_buffer_writes_and_shard_ends(tmp_path):
+    """The writer gathers BUFFER_CHUNKS chunks before a write: utterances split across writes, a
+    buffer written exactly full, shards ending mid-buffer, float16 conversion on the way."""
+    from dasv_cli.io.store.writer import BUFFER_CHUNKS
+
+    size = BUFFER_CHUNKS * 2  # frames in the buffer with chunk_frames=2
+    rng = np.random.default_rng(5)
+    lengths = [size - 7, 7, 3 * size + 5, 1, size, 11, 2 * size - 1]
+    utts = {f"u{i}": (rng.standard_normal((n, 80)) * 4).astype(np.float32) for i, n in enumerate(lengths)}
+    for dtype in ("float32", "float16"):
+        d = tmp_path / dtype
+        shards = _write(d, utts, chunk_frames=2, shard_frames=4 * size, dtype=dtype)
+        assert len(shards) == 2
+        with FeatureStore(d) as store:
+            for key, f in utts.items():
+                np.testing.assert_array_equal(store[key], f.astype(dtype).astype(np.float32))
+            assert store.total_frames() == sum(lengths)
 
 
 def test_float16_store_returns_float32(tmp_path):
@@ -140,4 +159,70 @@ def test_temporary_names_are_never_shards(tmp_path):
     for name in temporaries + ["shard-00002.h5.bak", ".shard-0003.h5.tmp", "notes.tmp"]:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_temporary(tmp_path)] == sorted(temporaries)
+    assert list_shards(tmp_path) == []
+
+
+def test_part_shards_carry_the_part_and_the_reader_takes_the_union(tmp_path):
+    utts = _utterances(9)
+    items = list(utts.items())
+    plain = _write(tmp_path, dict(items[:3]))
+    with ShardWriter(tmp_path, RECIPE, part=Part(2, 8), shard_frames=300) as w:
+        for key, f in items[3:6]:
+            w.add(key, f, *utterance_stats(f), samples=f.shape[0] * 160 + 352)
+    with ShardWriter(tmp_path, RECIPE, part=Part(1, 8)) as w:
+        for key, f in items[6:]:
+            w.add(key, f, *utterance_stats(f), samples=f.shape[0] * 160 + 352)
+    names = [p.name for p in list_shards(tmp_path)]
+    assert names[:len(plain)] == [p.name for p in plain] == ["shard-00000.h5"]
+    assert names[1] == "shard-p0001of0008-00000.h5" and names[2:] == [
+        f"shard-p0002of0008-{i:05d}.h5" for i in range(len(names) - 2)] and len(names) > 3
+    with ShardWriter(tmp_path, RECIPE, part=Part(1, 8)) as w:  # a part's numbers go on from its own last shard
+        w.add("more", items[0][1], *utterance_stats(items[0][1]), samples=1)
+    assert w.completed[0].name == "shard-p0001of0008-00001.h5"
+    with FeatureStore(tmp_path) as store:
+        assert sorted(store.keys()) == sorted(list(utts) + ["more"])
+        for key, f in utts.items():
+            np.testing.assert_array_equal(store[key], f)
+
+
+def test_a_key_in_two_parts_is_an_error_naming_both_shards(tmp_path):
+    f = _utterances(1)["spk0/utt-0"]
+    for part in (Part(1, 2), Part(2, 2)):
+        with ShardWriter(tmp_path, RECIPE, part=part) as w:
+            w.add("spk0/utt-0", f, *utterance_stats(f), samples=1)
+    with pytest.raises(InputError, match=r"shard-p0002of0002-00000\.h5: key 'spk0/utt-0' is also stored in "
+                                         r"shard-p0001of0002-00000\.h5"):
+        FeatureStore(tmp_path)
+
+
+def test_part_locks_coexist_and_exclude_the_same_part_and_a_whole_run(tmp_path):
+    one, two = StoreLock(tmp_path, Part(1, 2)).acquire(), StoreLock(tmp_path, Part(2, 2)).acquire()
+    with pytest.raises(DasvError, match=rf"part 2/2 is already being computed by another run \(pid {os.getpid()}\)"):
+        StoreLock(tmp_path, Part(2, 2)).acquire()
+    with pytest.raises(DasvError, match=r"`dasv features --part` runs are writing to this directory"):
+        StoreLock(tmp_path).acquire()
+    one.release()
+    with pytest.raises(DasvError, match="--part` runs are writing"):  # one part is still running
+        StoreLock(tmp_path).acquire()
+    two.release()
+    whole = StoreLock(tmp_path).acquire()
+    with pytest.raises(DasvError, match=rf"a `dasv features` run without --part \(pid {os.getpid()}\) on "):
+        StoreLock(tmp_path, Part(1, 2)).acquire()
+    whole.release()
+    with StoreLock(tmp_path, Part(1, 2)):
+        pass
+
+
+def test_part_temporaries_are_told_apart(tmp_path):
+    names = {None: [".shard-00000.h5.k2j_x9.tmp", ".failed.tsv.ab12cd.tmp"],
+             Part(1, 2): [".shard-p0001of0002-00003.h5.q8z_0a.tmp", ".failed-p0001of0002.tsv.x1y2z3.tmp"],
+             Part(1, 20): [".shard-p0001of0020-00000.h5.aa11bb.tmp"],
+             Part(10, 20): [".shard-p0010of0020-00000.h5.cc22dd.tmp"]}
+    for group in names.values():
+        for name in group:
+            (tmp_path / name).write_bytes(b"")
+    (tmp_path / "shard-p0001of0002-00003.h5.bak").write_bytes(b"")
+    assert [p.name for p in list_temporary(tmp_path)] == sorted(n for g in names.values() for n in g)
+    for part in (Part(1, 2), Part(1, 20), Part(10, 20)):
+        assert [p.name for p in list_temporary(tmp_path, part)] == sorted(names[part])
     assert list_shards(tmp_path) == []

@@ -16,6 +16,8 @@ EPILOG = """\
 
   dasv features train.txt -o feats/      [dim]# rerun after a crash: skips what is stored[/dim]
 
+  dasv features all.txt -o /nfs/feats --part $SLURM_ARRAY_TASK_ID/8  [dim]# sbatch --array=1-8[/dim]
+
 [bold]Exit codes[/bold]: 0 done; 1 error; 2 usage; 3 done, but some inputs failed (DIR/failed.tsv).
 """
 
@@ -44,6 +46,10 @@ def features(
     shard_frames: int = typer.Option(250_000, "--shard-frames", min=1, metavar="N",
                                      help="Frames per shard (100 per second of audio). "
                                           "A crash loses at most one shard's work."),
+    part: Optional[str] = typer.Option(None, "--part", metavar="I/N",
+                                       help="Compute only part I of N (every N-th file from the I-th, I = 1..N), "
+                                            "beside the other parts in the same DIR: N jobs (one per machine) "
+                                            "fill one store at once.", show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines (warnings and errors still shown)."),
 ) -> None:
@@ -52,13 +58,16 @@ def features(
     Any libsndfile format (wav, flac, ogg); multi-channel audio is mixed to mono, other rates resampled
     to 16 kHz. Raw log-mel is stored with each utterance's mean and std over time (for CMN/CMVN).
     Already stored keys are skipped, so a rerun resumes an interrupted run. Bad inputs are listed in
-    DIR/failed.tsv (exit code 3); the rest is stored.
+    DIR/failed.tsv (exit code 3); the rest is stored. With --part I/N, N runs (on one machine or many,
+    sharing a file system) fill DIR together; each stores its shards and failed list under names that
+    carry its part, and readers (`dasv inspect`, training) see all of them as one store.
     """
     import json
     import sys
 
     from dasv_cli import progress
     from dasv_cli.errors import UsageError
+    from dasv_cli.features.parts import parse_part
     from dasv_cli.features.run import featurize
     from dasv_cli.features.tuning import tune_malloc
 
@@ -67,7 +76,8 @@ def features(
     if dtype not in ("float32", "float16"):
         raise UsageError(f"--dtype must be float32 or float16, got {dtype!r}")
     result = featurize(audio_list, output, audio_dir=audio_dir, jobs=jobs, dtype=dtype,
-                       overwrite=overwrite, shard_frames=shard_frames, progress=not quiet)
+                       overwrite=overwrite, shard_frames=shard_frames, progress=not quiet,
+                       part=parse_part(part) if part is not None else None)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     if result.exit_code:

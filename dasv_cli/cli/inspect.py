@@ -12,6 +12,8 @@ EPILOG = """\
   dasv inspect feats/
 
   dasv inspect feats/ --json | python -c 'import json,sys; print(json.load(sys.stdin)["hours"])'
+
+  dasv inspect feats/      [dim]# while `dasv features --part` jobs run: what they have finished[/dim]
 """
 
 
@@ -24,7 +26,10 @@ def inspect(
                                  show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (machine-readable)."),
 ) -> None:
-    """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed inputs."""
+    """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed inputs.
+
+    A store filled by `dasv features --part I/N` runs is read whole: every part's shards and failed lists.
+    """
     import json
     import sys
 
@@ -34,13 +39,31 @@ def inspect(
     if json_out:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
+    failed_lists = ", ".join(f"{path} ({n})" if len(info["failed_lists"]) > 1 else path
+                             for path, n in info["failed_lists"].items())
     lines = [
         f"store       {info['path']}",
         f"utterances  {info['utterances']}",
         f"hours       {info['hours']:.3f}",
         f"frames      {info['frames']}",
         f"shards      {info['shards']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']})",
-        f"failed      {info['failed']}" + (f" (see {info['failed_list']})" if info["failed"] else ""),
+        *([f"parts       {_parts_line(info['parts'])}"] if info["parts"] else []),
+        f"failed      {info['failed']}" + (f" (see {failed_lists})" if info["failed"] else ""),
         "recipe      " + ", ".join(f"{k}={v}" for k, v in info["recipe"].items()),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _parts_line(parts: list[str]) -> str:
+    """["1/4", "2/4", "4/4"] -> "3 of 4 (1, 2, 4)"; all of them -> "4 of 4"."""
+    by_count: dict[int, list[int]] = {}
+    for text in parts:
+        index, count = map(int, text.split("/"))
+        by_count.setdefault(count, []).append(index)
+    out = []
+    for count, indices in sorted(by_count.items()):
+        line = f"{len(indices)} of {count}"
+        if len(indices) < count:
+            line += f" ({', '.join(map(str, sorted(indices)))})"
+        out.append(line)
+    return "; ".join(out)

@@ -1,12 +1,15 @@
 """dasv.features: audio list -> log-mel features -> a feature store (`dasv features`).
 
-    compute.py   one file -> FileFeatures (torch/dsp and io.audio only; also `dasv embed --audio`)
+    compute.py   one file -> FileFeatures (dsp and io.audio only; also `dasv embed --audio`)
     workers.py   worker processes and the worker-side state; transport.py carries their results
     tuning.py    process-wide tweaks for speed and hygiene (malloc, parent death, pipe size)
     run.py       featurize(): list -> resume/skip -> workers -> ShardWriter -> failed.tsv, with progress
-    failed.py    DIR/failed.tsv; summary.py: what `dasv inspect` reports
+    parts.py     `--part I/N`: every N-th entry, so N jobs (machines) fill one store at once
+    failed.py    DIR/failed.tsv (a part's: failed-pIIIIofNNNN.tsv); summary.py: what `dasv inspect` reports
 
+    from dasv_cli.features.parts import parse_part
     from dasv_cli.features.run import featurize
     result = featurize("train.txt", "features", audio_dir="/data/vox", jobs=4)
     result.failed          # [(path, reason), ...], also in features/failed.tsv
+    featurize("train.txt", "/shared/features", part=parse_part("3/8"))   # one of 8 cluster jobs
 """

@@ -1,6 +1,6 @@
 """One audio file -> its log-mel features: the one computation behind `dasv features` and `dasv embed --audio`.
 
-torch/dsp and io.audio only (no processes, no store), so evaluation can featurise audio on the fly
+dsp and io.audio only (no processes, no store, no torch), so evaluation can featurise audio on the fly
 with exactly the numbers a feature store would hold.
 """
 

@@ -1,4 +1,5 @@
-"""DIR/failed.tsv: the inputs a run could not use (path<TAB>reason, with a header line)."""
+"""The inputs a run could not use: DIR/failed.tsv, or DIR/failed-pIIIIofNNNN.tsv for a part
+(path<TAB>reason, with a header line); each describes the last run of its writer."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 from typing import TextIO
 
 from dasv_cli.io.atomic import write_text_atomic
-from dasv_cli.io.store.layout import FAILED_NAME
+from dasv_cli.io.store.layout import Part, failed_name, list_failed
 from dasv_cli.io.store.writer import remove_file
 
 
-def write_failed(out: Path, failed: list[tuple[str, str]]) -> Path | None:
-    """DIR/failed.tsv, written atomically; removed when nothing failed (it always describes the last run)."""
-    target = out / FAILED_NAME
+def write_failed(out: Path, failed: list[tuple[str, str]], part: Part | None = None) -> Path | None:
+    """The failed list of this run (or part), written atomically; removed when nothing failed."""
+    target = out / failed_name(part)
     if not failed:
         remove_file(target)
         return None
@@ -29,10 +30,12 @@ def write_failed(out: Path, failed: list[tuple[str, str]]) -> Path | None:
     return target
 
 
-def count_failed(out: Path) -> int:
-    """Inputs listed in DIR/failed.tsv (0 when there is none)."""
-    path = out / FAILED_NAME
-    if not path.is_file():
-        return 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return max(0, sum(1 for line in fh if line.strip()) - 1)  # minus the header
+def failed_counts(out: Path) -> list[tuple[Path, int]]:
+    """(failed list, inputs it lists) for every failed list in DIR: the run's and each part's."""
+    counts = []
+    for path in list_failed(out):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            n = max(0, sum(1 for line in fh if line.strip()) - 1)  # minus the header
+        if n:
+            counts.append((path, n))
+    return counts

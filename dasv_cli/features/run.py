@@ -2,8 +2,10 @@
 
 Guarantees: keys already in the store are skipped (resume after any crash, SIGKILL included, because
 shards are committed atomically and each utterance is computed on its own, so a rerun stores the
-same numbers); Ctrl-C commits what was computed; one writer per directory (a lock); bad inputs are
-listed, not fatal; a write failure (disk full, read-only) is one DasvError and finished shards stay.
+same numbers); Ctrl-C commits what was computed; one writer per directory, or one per part with
+`part` (features.parts: N jobs fill one directory, each skipping what any of them stored); bad
+inputs are listed, not fatal; a write failure (disk full, read-only) is one DasvError and finished
+shards stay.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
 from dasv_cli.features.compute import Computed, Failed
 from dasv_cli.features.failed import write_failed
+from dasv_cli.features.parts import select_part
 from dasv_cli.features.workers import WorkerPool, results_inline
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
-from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, FAILED_NAME, list_shards, read_shard_header
+from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.writer import ShardWriter, clear_store, remove_temporaries
 
@@ -33,7 +36,8 @@ class FeaturizeResult:
     """What a run did (all counts refer to this run's list)."""
 
     directory: Path
-    listed: int = 0
+    part: Part | None = None
+    listed: int = 0  # in this run's list (this part's entries with a part)
     stored: int = 0  # newly computed and stored by this run
     skipped: int = 0  # already in the store
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
@@ -54,7 +58,8 @@ class FeaturizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "directory": str(self.directory), "listed": self.listed, "stored": self.stored,
+            "directory": str(self.directory), "part": str(self.part) if self.part else None,
+            "listed": self.listed, "stored": self.stored,
             "skipped": self.skipped, "failed": len(self.failed), "resampled": self.resampled,
             "frames": self.frames, "hours": self.seconds / 3600, "elapsed_s": self.elapsed,
             "x_real_time": self.realtime_factor, "jobs": self.jobs,
@@ -110,12 +115,15 @@ def featurize(
     cfg: LogMelConfig = LogMelConfig(),
     shard_frames: int = DEFAULT_SHARD_FRAMES,
     progress: bool = True,
+    part: Part | None = None,
 ) -> FeaturizeResult:
     """Compute and store the log-mel features of every file in `audio_list` (a path, `-`, or entries).
 
-    Returns a FeaturizeResult; `result.exit_code` is 3 when some inputs failed (they are listed in
-    DIR/failed.tsv, the others are stored). `--overwrite` semantics: the existing store in `out_dir`
-    (shards and failed.tsv) is removed first. Raises DasvError for problems that stop the run.
+    With `part`, only that part's entries (every N-th, features.parts), written beside the other
+    parts' under the part's names. Returns a FeaturizeResult; `result.exit_code` is 3 when some inputs
+    failed (they are listed in DIR/failed.tsv, or the part's failed list; the others are stored).
+    `overwrite`: the existing store in `out_dir` (shards and failed lists) is removed first (not with
+    `part`: one part would delete the others'). Raises DasvError for problems that stop the run.
     """
     from dasv_cli import progress as ui
 
@@ -125,16 +133,23 @@ def featurize(
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if audio_dir is not None and not Path(audio_dir).is_dir():
         raise UsageError(f"{audio_dir}: no such directory (--audio-dir)")
+    if overwrite and part is not None:
+        raise UsageError(f"--overwrite cannot be used with --part (part {part} would delete the other parts' "
+                         f"shards); remove the old store first, then start the parts")
     if isinstance(audio_list, (str, Path)):
-        entries = read_audio_list(audio_list, audio_dir)
+        entries = read_audio_list(audio_list, audio_dir)  # the whole list: duplicates are refused
     else:
         entries = list(audio_list)
+    entries = select_part(entries, part)
     out = Path(out_dir)
     _prepare_directory(out)
-    result = FeaturizeResult(directory=out, listed=len(entries))
-    lock = StoreLock(out).acquire()
+    result = FeaturizeResult(directory=out, part=part, listed=len(entries))
+    lock = StoreLock(out, part).acquire()
+    if not lock.supported:
+        ui.warn(f"{out}: the file system does not support locks; make sure no other `dasv features` run "
+                f"writes {'part ' + str(part) if part else 'to this directory'} at the same time")
     try:
-        remove_temporaries(out)  # left by a killed run; we hold the lock
+        remove_temporaries(out, part)  # left by a killed run (of this part); we hold its lock
         if overwrite:
             clear_store(out)
             stored: set[str] = set()
@@ -144,15 +159,17 @@ def featurize(
         result.skipped = len(entries) - len(todo)
         n_jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
         result.jobs = n_jobs
+        which = f"part {part} of the list: " if part else ""
         if result.skipped:
-            ui.log(f"{result.skipped} of {len(entries)} listed files already stored in {out}: skipped")
+            ui.log(f"{which}{result.skipped} of {len(entries)} listed files already stored in {out}: skipped")
         if not todo:
-            write_failed(out, [])
-            ui.log(f"nothing to do: all {len(entries)} listed files are stored in {out}")
+            write_failed(out, [], part)
+            ui.log(f"{which}nothing to do: all {len(entries)} listed files are stored in {out}")
             return result
-        ui.log(f"computing features for {len(todo)} files with {n_jobs} job{'s' if n_jobs > 1 else ''} -> {out}")
-        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fd)
-        write_failed(out, result.failed)
+        ui.log(f"{which}computing features for {len(todo)} files with {n_jobs} job{'s' if n_jobs > 1 else ''} "
+               f"-> {out}")
+        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds)
+        write_failed(out, result.failed, part)
     finally:
         lock.release()
     ui.log(
@@ -161,24 +178,22 @@ def featurize(
     )
     ui.log(f"resampled to {cfg.sample_rate} Hz: {result.resampled} of {result.stored} stored files")
     if result.failed:
-        ui.warn(f"{len(result.failed)} of {len(todo)} inputs failed; reasons in {out / FAILED_NAME}")
+        ui.warn(f"{len(result.failed)} of {len(todo)} inputs failed; reasons in {out / failed_name(part)}")
     return result
 
 
 def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, jobs: int,
-         shard_frames: int, result: FeaturizeResult, show: bool, lock_fd: int | None = None) -> None:
+         shard_frames: int, result: FeaturizeResult, show: bool, lock_fds: Sequence[int] = ()) -> None:
     """Compute `todo` and store it, counting into `result`; Ctrl-C keeps what was computed."""
     from rich.progress import TextColumn
 
     from dasv_cli import progress as ui
 
-    import torch  # noqa: F401  (imported before the clock starts: x real-time measures the work)
-
-    writer = ShardWriter(out, cfg.to_dict(), dtype=dtype, shard_frames=shard_frames)
+    writer = ShardWriter(out, cfg.to_dict(), dtype=dtype, shard_frames=shard_frames, part=result.part)
     # With two jobs or more, worker processes compute while this process writes. One job runs in
     # this process (measured: shipping features from one worker costs more than the overlap gains),
     # and so does a handful of files (no worker start-up: `dasv features` on one file starts fast).
-    pool = WorkerPool(jobs, cfg, dtype, lock_fd) if jobs > 1 and len(todo) > INLINE_MAX_FILES else None
+    pool = WorkerPool(jobs, cfg, dtype, lock_fds) if jobs > 1 and len(todo) > INLINE_MAX_FILES else None
     outcomes = pool.results(todo) if pool is not None else results_inline(todo, cfg, dtype)
     columns = (TextColumn("{task.fields[hours]:.2f} h"), TextColumn("{task.fields[xrt]:.0f}x real-time"))
     bar = ui.make_progress(*columns, transient=False) if show else None

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dasv_cli.features.failed import count_failed
-from dasv_cli.io.store.layout import FAILED_NAME
+from dasv_cli.features.failed import failed_counts
+from dasv_cli.io.store.layout import shard_part
 from dasv_cli.io.store.reader import FeatureStore
 
 
 def summarise_store(directory: str | Path) -> dict[str, Any]:
-    """Utterances, frames, hours, shards, bytes, dtype, recipe, and `failed` / `failed_list` (failed.tsv)."""
+    """Utterances, frames, hours, shards, bytes, dtype, recipe; `parts` (the `--part` splits whose
+    shards it holds, e.g. ["1/8", ..., "8/8"]); `failed` (inputs in all failed lists) and
+    `failed_lists` ({file: inputs}, the run's failed.tsv and each part's)."""
     with FeatureStore(directory) as store:
         info = store.summary()
-    failed = count_failed(Path(directory))
-    info["failed"] = failed
-    info["failed_list"] = str(Path(directory) / FAILED_NAME) if failed else None
+        parts = {shard_part(p) for p in store.shards}
+    info["parts"] = [str(p) for p in sorted((p for p in parts if p is not None), key=lambda p: (p.count, p.index))]
+    counts = failed_counts(Path(directory))
+    info["failed"] = sum(n for _, n in counts)
+    info["failed_lists"] = {str(path): n for path, n in counts}
     return info

@@ -1,7 +1,8 @@
-"""Where features are computed: `jobs` worker processes (WorkerPool) or, for a handful of files, inline.
+"""Where features are computed: `jobs` worker processes (WorkerPool) or, for one job, inline.
 
 Results come back in list order either way, so a run is deterministic. The module-level names
-below are the state of a worker process, set once by its initializer.
+below are the state of a worker process, set once by its initializer. No torch here: the log-mel is
+NumPy/SciPy, so neither the run nor its workers pay torch's start-up.
 """
 
 from __future__ import annotations
@@ -23,21 +24,18 @@ _worker_shm: str | None = None  # "<dir>/dasv-<parent pid>-": where a worker put
 _worker_seq = 0
 
 
-def _worker_init(cfg_dict: dict[str, Any], dtype: str, lock_fd: int | None,
+def _worker_init(cfg_dict: dict[str, Any], dtype: str, lock_fds: Sequence[int],
                  prefix: str | None = None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    if lock_fd is not None:  # the store lock belongs to the parent: a worker must never keep it alive
+    for fd in lock_fds:  # the store lock belongs to the parent: a worker must never keep it alive
         try:
-            os.close(lock_fd)
+            os.close(fd)
         except OSError:
             pass
     die_with_parent()
     tune_malloc()
-    import torch
-
-    torch.set_num_threads(1)
     global _worker_cfg, _worker_dtype, _worker_shm
     _worker_cfg = LogMelConfig.from_dict(cfg_dict)
     _worker_dtype = dtype
@@ -60,34 +58,24 @@ def chunks(items: Sequence[tuple[str, str]], size: int) -> Iterator[list[tuple[s
 
 
 def results_inline(items: Sequence[tuple[str, str]], cfg: LogMelConfig, dtype: str) -> Iterator[Outcome]:
-    """The outcomes computed in this process, with one torch thread (one job = one core)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # one job = one core, as with worker processes
-    try:
-        for chunk in chunks(items, CHUNK_FILES):
-            yield from compute_items(chunk, cfg, dtype)
-    finally:
-        torch.set_num_threads(previous)
+    """The outcomes computed in this process (single-threaded code: one job = one core)."""
+    for chunk in chunks(items, CHUNK_FILES):
+        yield from compute_items(chunk, cfg, dtype)
 
 
 class WorkerPool:
     """`jobs` worker processes; results come back in list order (so a run is deterministic)."""
 
-    def __init__(self, jobs: int, cfg: LogMelConfig, dtype: str, lock_fd: int | None = None) -> None:
+    def __init__(self, jobs: int, cfg: LogMelConfig, dtype: str, lock_fds: Sequence[int] = ()) -> None:
         import multiprocessing as mp
 
-        # fork (Linux): workers share the parent's imported torch instead of importing it again;
-        # they run torch with one thread, so a thread pool started in the parent is never needed.
-        import torch  # noqa: F401  (imported before the fork on purpose)
-
+        # fork (Linux): workers start at once, sharing the parent's imported NumPy, SciPy and h5py
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         ctx = mp.get_context(method)
         self.shm_prefix = shm_prefix(os.getpid())
         remove_transfers(self.shm_prefix, stale=True)  # left by runs that were killed
         self.pool = ctx.Pool(jobs, initializer=_worker_init,
-                             initargs=(cfg.to_dict(), dtype, lock_fd, self.shm_prefix))
+                             initargs=(cfg.to_dict(), dtype, list(lock_fds), self.shm_prefix))
         widen_result_pipe(self.pool)
 
     def results(self, items: Sequence[tuple[str, str]]) -> Iterator[Outcome]:

@@ -19,6 +19,11 @@ A shard is written under a temporary name (`.shard-NNNNN.h5.XXXXXX.tmp`, io.atom
 renamed when complete, so a complete-looking shard is always complete; readers ignore temporary
 files. `DIR/failed.tsv` lists inputs that failed (path, reason) and `DIR/.dasv-features.lock` keeps
 a second writer out.
+
+Parts (`dasv features --part I/N`, I = 1..N): N writers fill one directory at once, each under its
+own names, so they never touch each other's files: `shard-p0003of0008-00012.h5`,
+`failed-p0003of0008.tsv`, `.dasv-features-p0003of0008.lock`. A reader takes the union of all
+complete shards, with and without a part in their name.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +40,14 @@ from dasv_cli.io.plain import plain
 
 STORE_FORMAT = "dasv-features"
 STORE_FORMAT_VERSION = 1
-SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
+# `shard-00012.h5` (a run without --part) or `shard-p0003of0008-00012.h5` (part 3 of 8)
+SHARD_RE = re.compile(r"^shard-(?:p(\d{4,})of(\d{4,})-)?(\d{5,})\.h5$")
 FAILED_NAME = "failed.tsv"
-# io.atomic's temporary names (`.shard-00003.h5.k2j_x9.tmp`, `.failed.tsv.k2j_x9.tmp`); also the
-# fixed `.shard-00003.h5.tmp` of earlier versions, so a run they left killed is cleaned up too
-TMP_RE = re.compile(r"^\.(?:shard-\d{5,}\.h5|failed\.tsv)(?:\.[A-Za-z0-9_]+)?\.tmp$")
+FAILED_RE = re.compile(r"^failed(?:-p\d{4,}of\d{4,})?\.tsv$")
+# io.atomic's temporary names (`.shard-00003.h5.k2j_x9.tmp`, `.failed-p0001of0002.tsv.k2j_x9.tmp`); also
+# the fixed `.shard-00003.h5.tmp` of earlier versions, so a run they left killed is cleaned up too
+TMP_RE = re.compile(r"^\.(?:shard-(?:p\d{4,}of\d{4,}-)?\d{5,}\.h5|failed(?:-p\d{4,}of\d{4,})?\.tsv)"
+                    r"(?:\.[A-Za-z0-9_]+)?\.tmp$")
 LOCK_NAME = ".dasv-features.lock"
 DTYPES = ("float32", "float16")
 DEFAULT_SHARD_FRAMES = 250_000  # ~42 min of audio, ~80 MB as float32; a crash loses at most one
@@ -46,36 +55,102 @@ DEFAULT_CHUNK_FRAMES = 128
 REQUIRED = ("feats", "keys", "offsets", "lengths", "mean", "std")
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.h5"
+@dataclass(frozen=True)
+class Part:
+    """Part `index` of `count` (1-based) of a list split across writers: every count-th entry."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"part {self.index} of {self.count}: parts are numbered 1..{self.count}")
+
+    @property
+    def tag(self) -> str:
+        """`p0003of0008`: what the names of this part's files carry."""
+        return f"p{self.index:04d}of{self.count:04d}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_name(index: int, part: Part | None = None) -> str:
+    return f"shard-{part.tag}-{index:05d}.h5" if part is not None else f"shard-{index:05d}.h5"
+
+
+def failed_name(part: Part | None = None) -> str:
+    """`failed.tsv`, or `failed-p0003of0008.tsv` for a part."""
+    return f"failed-{part.tag}.tsv" if part is not None else FAILED_NAME
+
+
+def lock_name(part: Part | None = None) -> str:
+    """The lock of a part (`.dasv-features-p0003of0008.lock`); the directory's own is LOCK_NAME."""
+    return f".dasv-features-{part.tag}.lock" if part is not None else LOCK_NAME
+
+
+def _shard_order(name: str) -> tuple[int, int, int] | None:
+    """(parts, part, index) of a shard name: runs without a part first, then split by split."""
+    m = SHARD_RE.match(name)
+    if not m:
+        return None
+    part, count, index = m.groups()
+    return (int(count or 0), int(part or 0), int(index))
+
+
+def shard_part(path: Path) -> Part | None:
+    """The part a shard's name carries (None for a run without --part)."""
+    order = _shard_order(path.name)
+    if order is None:
+        raise ValueError(f"not a shard name: {path.name}")
+    return Part(order[1], order[0]) if order[0] else None
 
 
 def list_shards(directory: str | Path) -> list[Path]:
-    """Complete shards in `directory`, in index order (temporary files are not shards)."""
+    """Complete shards in `directory`: those without a part first, then part by part, each part's in
+    index order (temporary files are not shards)."""
     d = Path(directory)
     if not d.is_dir():
         return []
     found = []
     for entry in os.scandir(d):
-        m = SHARD_RE.match(entry.name)
-        if m and entry.is_file():
-            found.append((int(m.group(1)), Path(entry.path)))
+        order = _shard_order(entry.name)
+        if order is not None and entry.is_file():
+            found.append((order, Path(entry.path)))
     return [p for _, p in sorted(found)]
 
 
-def list_temporary(directory: str | Path) -> list[Path]:
-    """Temporary files (shards, failed.tsv) left by an interrupted writer."""
+def list_failed(directory: str | Path) -> list[Path]:
+    """`failed.tsv` and every part's `failed-pIIIIofNNNN.tsv` in `directory`, sorted by name."""
     d = Path(directory)
     if not d.is_dir():
         return []
-    return sorted(Path(e.path) for e in os.scandir(d) if TMP_RE.match(e.name))
+    return sorted(Path(e.path) for e in os.scandir(d) if FAILED_RE.match(e.name) and e.is_file())
+
+
+def list_temporary(directory: str | Path, part: Part | None = None) -> list[Path]:
+    """Temporary files (shards, failed lists) left by an interrupted writer: all of them, or with
+    `part` only that part's (the others may belong to parts that are writing right now)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = [Path(e.path) for e in os.scandir(d) if TMP_RE.match(e.name)]
+    if part is not None:
+        found = [p for p in found if _temporary_tag(p.name) == part.tag]
+    return sorted(found)
+
+
+def _temporary_tag(name: str) -> str | None:
+    """`p0003of0008` for a temporary file of part 3 of 8; None for one of a run without a part."""
+    m = re.match(r"^\.(?:shard|failed)-(p\d{4,}of\d{4,})[-.]", name)
+    return m.group(1) if m else None
 
 
 def shard_index(path: Path) -> int:
-    m = SHARD_RE.match(path.name)
-    if not m:
+    order = _shard_order(path.name)
+    if order is None:
         raise ValueError(f"not a shard name: {path.name}")
-    return int(m.group(1))
+    return order[2]
 
 
 def shard_attrs(recipe: dict[str, Any], dtype: str, n_utterances: int, n_frames: int) -> dict[str, Any]:
