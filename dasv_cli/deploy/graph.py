@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dasv_cli.dsp.logmel import NORM_MODES, LogMelConfig, _torch_constants
+from dasv_cli.dsp.logmel import NORM_MODES, LogMelConfig, analysis_window, mel_filterbank
 
 NORM_EPS = 1e-5  # dsp.logmel.normalise's eps for CMVN
 
@@ -67,7 +68,8 @@ class DftLogMel(nn.Module):
     def __init__(self, cfg: LogMelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        window, mel = _torch_constants(cfg)  # the zero-padded, centred window and the Slaney filters
+        window = torch.from_numpy(analysis_window(cfg)).float()  # zero-padded, centred Hamming window
+        mel = torch.from_numpy(np.ascontiguousarray(mel_filterbank(cfg).T)).float()  # Slaney filters [bins, n_mels]
         bins = cfg.n_fft // 2 + 1
         n = torch.arange(cfg.n_fft, dtype=torch.float64)
         k = torch.arange(bins, dtype=torch.float64).unsqueeze(1)
