@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dasv_cli.devices import resolve_device  # noqa: E402
 from dasv_cli.model import ModelConfig, SpeakerNet  # noqa: E402
 
 CONFIGS = {
@@ -209,8 +210,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     args = ap.parse_args()
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(resolve_device(args.device))
     gpu = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -83,7 +83,7 @@ def model_only(cfg, device: str, steps: int, warmup: int, num_speakers: int) -> 
 
     import torch
 
-    from dasv_cli.train.loop import build_model
+    from dasv_cli.train.network import build_model
 
     torch.manual_seed(0)
     net = build_model(cfg, num_speakers).to(device)

@@ -1,17 +1,35 @@
-"""Shared fixtures: the bundled demo speech, ../shared/data when present, and a CLI runner."""
+"""Shared fixtures and helpers: the bundled demo speech, ../shared/data when present, the one CLI runner
+(a real process, or in this process where no process of its own is needed) and the tiny training setup.
+
+Test modules import the helpers with `from conftest import ...` (pytest puts tests/ on sys.path).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
+import itertools
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "dasv_cli" / "data" / "demo"
+
+# A tiny training setup: a few thousand parameters, 1 s windows (TrainConfig fields, and as flags).
+TINY = dict(kernel_size=16, heads=4, embedding_size=16, window_seconds=1.0, batch_size=8, workers=0,
+            learning_rate=0.01, print_every=2, validate_every=1000, save_every=1000)
+TINY_FLAGS = ["--kernel-size", "16", "--heads", "4", "--embedding-size", "16", "--window-seconds", "1",
+              "--batch-size", "8", "--learning-rate", "0.01", "--print-every", "2"]
 
 
 def shared_data_dir() -> Path | None:
@@ -46,6 +64,23 @@ def shared_data() -> Path:
     return d
 
 
+def make_demo_data(root: Path, demo_dir: Path) -> Path:
+    """Features of the 40 demo files (keys `spk/spk-chapter-utt`), labels by name, all-pairs trials."""
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / "labels.txt").exists():
+        return root
+    from dasv_cli.features.run import featurize
+
+    rel = sorted(str(p.relative_to(demo_dir)) for p in demo_dir.glob("*/*.flac"))
+    (root / "audio.lst").write_text("".join(r + "\n" for r in rel))
+    featurize(root / "audio.lst", root / "feats", audio_dir=demo_dir, jobs=1, progress=False)
+    keys = [r[:-5] for r in rel]
+    (root / "labels.txt").write_text("".join(f"{k} spk{k.split('/')[0]}\n" for k in keys))
+    lines = [f"{int(a.split('/')[0] == b.split('/')[0])} {a} {b}\n" for a, b in itertools.combinations(keys, 2)]
+    (root / "trials.txt").write_text("".join(lines))
+    return root
+
+
 @dataclass
 class CliResult:
     code: int
@@ -53,22 +88,121 @@ class CliResult:
     stderr: str
 
 
+def _dasv_env(env: dict[str, str] | None) -> dict[str, str]:
+    """This environment, one thread per process unless `env` says otherwise (tiny models gain nothing
+    from more on a shared machine, and runs compared bit for bit then use the same count), then `env`."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+
+
 def run_dasv(*args: str, input: str | bytes | None = None, cwd: Path | str | None = None,
-             env: dict[str, str] | None = None, timeout: float = 600) -> CliResult:
-    """Run `python -m dasv_cli ARGS` as a user would (a real process: exit code, stdout, stderr)."""
-    full_env = dict(os.environ)
-    full_env.setdefault("OMP_NUM_THREADS", "2")
-    if env:
-        full_env.update(env)
+             env: dict[str, str] | None = None, timeout: float = 600,
+             file_size_limit: int | None = None) -> CliResult:
+    """Run `python -m dasv_cli ARGS` as a user would (a real process: exit code, stdout, stderr).
+    `file_size_limit` caps every file the process writes (RLIMIT_FSIZE): writes past it fail with
+    EFBIG, as on a full disk."""
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     data = input.encode() if isinstance(input, str) else input
-    proc = subprocess.run(
-        [sys.executable, "-m", "dasv_cli", *map(str, args)],
-        input=data, capture_output=True, cwd=cwd, env=full_env, timeout=timeout,
-    )
+    proc = subprocess.run([sys.executable, "-m", "dasv_cli", *map(str, args)], input=data, capture_output=True,
+                          cwd=cwd, env=_dasv_env(env), timeout=timeout,
+                          preexec_fn=limit if file_size_limit is not None else None)
     return CliResult(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+
+def start_dasv(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+               **popen: object) -> subprocess.Popen:
+    """Start `python -m dasv_cli ARGS` and return the running process (to signal it, or watch its
+    output); `popen` goes to subprocess.Popen (stdout=..., stderr=..., start_new_session=...)."""
+    return subprocess.Popen([sys.executable, "-m", "dasv_cli", *map(str, args)], cwd=cwd, env=_dasv_env(env),
+                            **popen)
+
+
+def _stream(data: bytes = b"") -> io.TextIOWrapper:
+    """A text stream over bytes, with `.buffer` like sys.stdout (not a terminal, no file descriptor)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", write_through=True)
+
+
+@contextlib.contextmanager
+def _fd_to(fd: int, target: BinaryIO) -> Iterator[None]:
+    """Point file descriptor `fd` at `target` meanwhile: what C code (HDF5, FFmpeg) writes to a
+    process's stdout or stderr goes to the descriptor, not to sys.stdout/sys.stderr."""
+    saved = os.dup(fd)
+    os.dup2(target.fileno(), fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _open_hdf5_files() -> int:
+    import h5py
+
+    return h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
+
+
+def run_inprocess(*args: str, input: str | bytes | None = None, cwd: Path | str | None = None,
+                  env: dict[str, str] | None = None) -> CliResult:
+    """`dasv ARGS` through `dasv_cli.cli.app.run` in this process: the exit code, stdout and stderr a
+    real process gives (Python's streams and file descriptors 1 and 2), without the interpreter and
+    torch start-up. For cases that need no process of their own (signals, file-size limits, stdin
+    from another process, fork, torchrun: use `run_dasv`). Everything a run changes in the process
+    is put back: cwd, standard streams, environment, the CLI's debug flag, the progress console and
+    quiet flag, SIGINT/SIGTERM handlers, warning filters, torch's thread count and RNG; HDF5 files
+    an error path left open are collected, as a process exit would close them."""
+    import torch
+
+    from dasv_cli import progress
+    from dasv_cli.cli import app
+
+    data = input.encode() if isinstance(input, str) else (input or b"")
+    out, err = _stream(), _stream()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
+    old_cwd, old_env, open_files = os.getcwd(), dict(os.environ), _open_hdf5_files()
+    app._state["debug"] = False
+    progress._console, progress._quiet = None, False
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        try:
+            torch.set_num_threads(1)
+            os.environ.update({k: str(v) for k, v in (env or {}).items()})
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(warnings.catch_warnings())
+                stack.enter_context(_fd_to(1, fd_out))
+                stack.enter_context(_fd_to(2, fd_err))
+                stack.enter_context(contextlib.redirect_stdout(out))
+                stack.enter_context(contextlib.redirect_stderr(err))
+                saved_stdin, sys.stdin = sys.stdin, _stream(data)
+                stack.callback(setattr, sys, "stdin", saved_stdin)
+                try:
+                    code = app.run([str(a) for a in args])
+                except SystemExit as exc:  # what a real process would end with
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(old_cwd)
+            os.environ.clear()
+            os.environ.update(old_env)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            torch.set_num_threads(threads)
+            torch.random.set_rng_state(rng)
+            app._state["debug"] = False
+            progress._console, progress._quiet = None, False
+            if _open_hdf5_files() > open_files:  # left open by an error path; a process exit closes them
+                gc.collect()
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout = out.buffer.getvalue() + fd_out.read()
+        stderr = err.buffer.getvalue() + fd_err.read()
+    return CliResult(code, stdout.decode("utf-8", errors="replace"), stderr.decode("utf-8", errors="replace"))
 
 
 @pytest.fixture
 def dasv():
-    """`dasv(*args, input=..., cwd=...)` -> CliResult (code, stdout, stderr)."""
+    """`dasv(*args, input=..., cwd=...)` -> CliResult (code, stdout, stderr), in a real process."""
     return run_dasv

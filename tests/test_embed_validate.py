@@ -16,7 +16,8 @@ import torch
 from dasv_cli.dsp.logmel import LogMelConfig, logmel, normalise, utterance_stats
 from dasv_cli.errors import InputError
 from dasv_cli.eval import embed as engine
-from dasv_cli.eval.scoring import cosine_scores, evaluate_trials
+from dasv_cli.eval.scoring import cosine_scores
+from dasv_cli.eval.validation import evaluate_trials
 from dasv_cli.io.audio import load_audio
 from dasv_cli.io.checkpoint import save_checkpoint
 from dasv_cli.io.embeddings import read_embeddings
@@ -302,18 +303,54 @@ def test_interrupted_embed_keeps_finished_batches(lab, tmp_path, monkeypatch):
     np.testing.assert_array_equal(full.vectors[: len(part)], part.vectors)
 
 
+def test_first_ctrl_c_stops_embed_after_the_batch_in_flight(lab, tmp_path, monkeypatch):
+    """The first Ctrl-C only asks to stop: no KeyboardInterrupt surfaces inside whatever runs then (here
+    a string exec, as a lazily imported dataclass runs; CPython would remember an interrupt there as
+    unhandled and end `python -m dasv_cli` by SIGINT after exit 130), the batch in flight is finished
+    and saved, nothing after it is computed, and SIGINT is given back."""
+    import signal
+    import threading
+
+    from dasv_cli.eval.embed_run import run_embed
+
+    real = engine.iter_store_embeddings
+    sizes: list[int] = []
+    ran: list[int] = []
+
+    def ctrl_c_in_second_batch(*args, **kwargs):
+        for n, (keys, vectors) in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                namespace: dict = {}
+                exec("total = sum(range(1000))", namespace)
+                ran.append(namespace["total"])
+            sizes.append(len(keys))
+            yield keys, vectors
+
+    monkeypatch.setattr(engine, "iter_store_embeddings", ctrl_c_in_second_batch)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "ctrl-c.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_embed(lab["model"], features=lab["store"], output=str(out), device="cpu", max_frames=200,
+                  progress=False)
+    assert ran == [499500], "the interrupt surfaced inside the exec"
+    assert len(sizes) == 2 and len(read_embeddings(out)) == sum(sizes) < 17
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_embed_usage_errors(dasv, lab):
+    from dasv_cli.devices import resolve_device
     from dasv_cli.errors import UsageError
 
     r = dasv("embed", "--model", lab["model"])
     assert r.code == 2 and "exactly one of --features DIR or --audio LIST" in r.stderr
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cuda: no CUDA GPU"):
-            engine.resolve_device("cuda")
+            resolve_device("cuda")
     with pytest.raises(UsageError, match="--device cuda:7"):
-        engine.resolve_device("cuda:7")
+        resolve_device("cuda:7")
     with pytest.raises(UsageError, match="expected cpu, cuda"):
-        engine.resolve_device("tpu")
+        resolve_device("tpu")
     r = dasv("embed", "--help")
     assert r.code == 0 and "dasv embed --model best.pt --features feats/" in r.stdout
     r = dasv("validate", "--help")

@@ -98,3 +98,40 @@ def test_voxceleb_list_from_shared(shared_data):
     assert int(trials.labels.sum()) == 18860
     # The issue text says 4,874 keys (the VoxCeleb1 test-set size); the list itself names 4,715.
     assert len(trials.unique_keys()) == 4715
+
+
+def test_extension_rule_only_a_path_without_suffix_gets_wav(tmp_path):
+    """`.wav` is added only where the final component has no suffix (the original tool's keys);
+    a dotted directory is not a suffix; any suffix, known or not, is opened as written."""
+    src = write(tmp_path, "l.lst", "a.m4a\nid10270/x6uYqmx31kE/00001\nspk.1/utt\nv2.0/utt.v2\nx.MP3\nclip.mp4\n.hidden\n")
+    entries = lists.read_audio_list(src)
+    assert [str(e.path) for e in entries] == [
+        "a.m4a", "id10270/x6uYqmx31kE/00001.wav", "spk.1/utt.wav", "v2.0/utt.v2", "x.MP3", "clip.mp4", ".hidden.wav"]
+    assert [e.key for e in entries] == ["a", "id10270/x6uYqmx31kE/00001", "spk.1/utt", "v2.0/utt.v2", "x", "clip",
+                                        ".hidden"]
+    assert lists.has_suffix("dir.d/f.opus") and not lists.has_suffix("dir.d/f") and not lists.has_suffix("f.")
+    assert lists.key_of("id00012/21Uxsk56VDQ/00001.m4a") == lists.key_of("id00012/21Uxsk56VDQ/00001.wav")
+
+
+def test_audio_list_key_tab_path_form(tmp_path):
+    """`key<TAB>path` stores under the key (Kaldi utt ids); spaces stay part of a path in either form."""
+    src = write(tmp_path, "l.lst", "utt-1\t/data/sp ace/a.flac\nutt-2\tb\nc d/e f.wav\nid1/v/3.wav\t/x/3.m4a\n")
+    entries = lists.read_audio_list(src, audio_dir=tmp_path)
+    assert [e.key for e in entries] == ["utt-1", "utt-2", "c d/e f", "id1/v/3"]
+    assert [e.path for e in entries] == [Path("/data/sp ace/a.flac"), tmp_path / "b.wav", tmp_path / "c d/e f.wav",
+                                         Path("/x/3.m4a")]
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("a\tb\tc\n", r"l:1: expected 'key<TAB>path' \(one TAB\), got 3"),
+        ("x\na\t\tb\n", r"l:2: expected 'key<TAB>path' \(one TAB\), got 3"),
+        ("ok\nbad key\tb.wav\n", r"l:2: not a key \(no spaces"),
+        ("k\tdir/\n", r"l:1: not a file path: 'dir/'"),
+        ("a.wav\na\tother.flac\n", r"l:2: duplicate key 'a' \(first at line 1\)"),
+    ],
+)
+def test_audio_list_key_form_errors(tmp_path, content, pattern):
+    with pytest.raises(InputError, match=pattern):
+        lists.read_audio_list(write(tmp_path, "l", content))

@@ -227,3 +227,64 @@ def test_cli_model_summary(capsys) -> None:
     assert "heads do not divide" in capsys.readouterr().err
     assert run(["model", "--help"]) == 0
     assert "dasv model --pooling MHA" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- one declaration of the network options
+
+
+def test_model_config_needs_no_torch_and_the_cli_starts_without_it() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dasv_cli.model import ModelConfig\nimport dasv_cli.train.config\n"
+            "from dasv_cli.cli.app import build_app\nbuild_app()\nModelConfig(heads=8)\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_train_config_and_both_commands_derive_their_network_options_from_model_config(capsys) -> None:
+    import dataclasses
+
+    from dasv_cli.cli.app import run
+    from dasv_cli.model.config import options
+    from dasv_cli.train.config import MODEL_FIELDS, TrainConfig, model_config_dict
+
+    declared = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    roles = {f.metadata["role"] for f in declared.values()}
+    assert roles == {"shape", "training", "data"}
+    assert set(MODEL_FIELDS) == {n for n, f in declared.items() if f.metadata["role"] != "data"}
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in MODEL_FIELDS:  # same default, same metadata, and carried into the network
+        assert train_fields[name].default == declared[name].default, name
+        assert train_fields[name].metadata == declared[name].metadata, name
+    changed = dict(front_end="VGG3L", kernel_size=8, pooling="MHA", heads=2, mask_prob=0.1, embedding_size=9,
+                   scale=10.0, margin=0.2, annealing=True, numerics="paper", margin_type="aam", margin_warmup=5,
+                   init="kaiming")
+    assert set(changed) == set(MODEL_FIELDS)
+    built = ModelConfig.from_dict(model_config_dict(TrainConfig(**changed), num_speakers=3, n_mels=40))
+    assert built == ModelConfig(**changed, num_speakers=3, n_mels=40)
+
+    helps = {}
+    for command in ("train", "model"):
+        assert run([command, "--help"]) == 0
+        helps[command] = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich wraps in a box
+    for f in options("shape", "training", "data"):
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} [default: {f.default}]"
+        assert (flag in helps["train"] and text in helps["train"]) == (f.metadata["role"] != "data"), f.name
+        assert (flag in helps["model"] and text in helps["model"]) == (f.metadata["role"] != "training"), f.name
+
+
+def test_the_poolings_default_to_the_model_config_numerics() -> None:
+    from dasv_cli.model import DoubleMHAPooling, MultiHeadAttentionPooling, StatisticalPooling, build_pooling
+    from dasv_cli.model.config import DEFAULT_NUMERICS
+
+    assert ModelConfig().numerics == DEFAULT_NUMERICS == "original"
+    assert MultiHeadAttentionPooling(8, 2).numerics == DEFAULT_NUMERICS
+    assert MultiHeadAttentionPooling(8, 2).scale == math.sqrt(2)  # the original's sqrt(heads)
+    assert DoubleMHAPooling(8, 2).drop_probability == pytest.approx(1 / 3)
+    assert StatisticalPooling(8).numerics == DEFAULT_NUMERICS
+    assert all(build_pooling(name, 8, heads=2).numerics == DEFAULT_NUMERICS
+               for name in ("DoubleMHA", "MHA", "Statistical"))

@@ -361,3 +361,27 @@ def test_embeddings_from_a_feature_store_equal_original_get_embedding_after_cmn(
         x = torch.from_numpy(f.astype(np.float64) - f.astype(np.float64).mean(0)).unsqueeze(0)
         ref = original_embedding(sd, s, x)[0]
         assert np.abs(got[i] - ref.numpy()).max() < 1e-4, k
+
+
+def test_the_expected_shapes_are_the_networks_state_dict() -> None:
+    """io computes the converted state dict's names and shapes by arithmetic (it never builds a
+    network): they must be SpeakerNet's, in its order, for every front-end, pooling and size."""
+    import itertools
+
+    from dasv_cli.io.original_layout import expected_shapes
+
+    checked = 0
+    for front_end, k, pooling, heads, n_mels in itertools.product(
+            ["VGG3L", "VGG4L"], [8, 16, 64], ["DoubleMHA", "MHA", "Attention", "Statistical"], [1, 2, 5], [80, 23]):
+        try:
+            cfg = ModelConfig(front_end=front_end, kernel_size=k, pooling=pooling, heads=heads, embedding_size=7,
+                              n_mels=n_mels, num_speakers=3, numerics="original")
+        except ValueError:  # heads that do not divide the frame vector
+            continue
+        with torch.device("meta"):
+            sd = SpeakerNet(cfg).state_dict()
+        shapes = expected_shapes(cfg.to_dict())
+        assert list(shapes) == list(sd), cfg
+        assert {n: tuple(t.shape) for n, t in sd.items()} == shapes, cfg
+        checked += 1
+    assert checked > 60

@@ -133,12 +133,12 @@ def test_attention_pooling_and_statistics_equal_their_equations() -> None:
 
 def test_attention_weights_sum_to_one() -> None:
     x = _x(t=11).float()
-    mha = _randomise(MultiHeadAttentionPooling(D, H))
+    mha = _randomise(MultiHeadAttentionPooling(D, H, numerics="paper"))
     w = mha.attention(x)
     assert w.shape == (B, 11, H)
     assert torch.allclose(w.sum(dim=1), torch.ones(B, H), atol=1e-6)
     assert (w >= 0).all()
-    dmha = _randomise(DoubleMHAPooling(D, H)).train()
+    dmha = _randomise(DoubleMHAPooling(D, H, numerics="paper")).train()
     frame_w, head_w = dmha.attention(x)
     assert torch.allclose(head_w.sum(dim=1), torch.ones(B), atol=1e-6)
     assert torch.allclose(frame_w.sum(dim=1), torch.ones(B, H), atol=1e-6)
@@ -147,7 +147,7 @@ def test_attention_weights_sum_to_one() -> None:
 
 
 def test_eval_is_deterministic_and_training_drops_heads() -> None:
-    pool = _randomise(DoubleMHAPooling(D, H, mask_prob=0.5)).float()
+    pool = _randomise(DoubleMHAPooling(D, H, mask_prob=0.5, numerics="paper")).float()
     x = _x(b=64).float()
     pool.eval()
     a, b = pool(x), pool(x)
@@ -192,7 +192,7 @@ def test_drop_rate_matches_numerics() -> None:
     rate_o = orig.head_mask(20000, torch.device("cpu")).float().mean().item()
     assert abs(rate_p - 0.3) < 0.005
     assert abs(rate_o - 1 / 3) < 0.005
-    assert DoubleMHAPooling(8, 4, mask_prob=0.0).train().drop_probability == 0.0
+    assert DoubleMHAPooling(8, 4, mask_prob=0.0, numerics="paper").train().drop_probability == 0.0
 
 
 @pytest.mark.parametrize("name", ["DoubleMHA", "MHA", "Attention", "Statistical"])
@@ -214,7 +214,7 @@ def test_gradcheck_poolings(name: str) -> None:
 
 def test_double_mha_training_gradients_are_finite_even_with_heavy_masking() -> None:
     torch.manual_seed(0)
-    pool = DoubleMHAPooling(12, 3, mask_prob=0.95).train()
+    pool = DoubleMHAPooling(12, 3, mask_prob=0.95, numerics="paper").train()
     x = torch.randn(256, 6, 12, requires_grad=True)
     pool(x).square().sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -224,7 +224,7 @@ def test_double_mha_training_gradients_are_finite_even_with_heavy_masking() -> N
 @pytest.mark.parametrize("name", ["DoubleMHA", "MHA", "Attention", "Statistical"])
 def test_autocast_bfloat16(name: str) -> None:
     torch.manual_seed(0)
-    pool = build_pooling(name, 64, heads=8).eval()
+    pool = build_pooling(name, 64, heads=8, numerics="paper").eval()
     x = torch.randn(4, 9, 64)
     ref = pool(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -238,7 +238,7 @@ def test_double_mha_compiles_without_graph_breaks(training: bool) -> None:
     import torch._dynamo
 
     torch._dynamo.reset()
-    pool = DoubleMHAPooling(64, 8, mask_prob=0.3).train(training)
+    pool = DoubleMHAPooling(64, 8, mask_prob=0.3, numerics="paper").train(training)
     explanation = torch._dynamo.explain(pool)(torch.randn(3, 10, 64))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1

@@ -10,8 +10,9 @@ import pytest
 
 from dasv_cli.errors import InputError
 from dasv_cli.eval.metrics import compute_metrics
-from dasv_cli.eval.scoring import cosine_scores, drop_missing, score_table
+from dasv_cli.eval.scoring import cosine_scores, score_table
 from dasv_cli.eval.snorm import adaptive_snorm
+from dasv_cli.eval.trials import drop_missing
 from dasv_cli.io import embeddings as tables
 from dasv_cli.io.lists import Trials, read_trials
 

@@ -3,7 +3,6 @@ batches, exact resume after SIGKILL, Ctrl-C) on the bundled demo speech with a t
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -19,31 +18,9 @@ import torch
 from dasv_cli.errors import DasvError, InputError, UsageError
 from dasv_cli.train.config import TrainConfig, format_config, read_toml, resolve_config
 from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, epoch_plan, tile_to
+from conftest import TINY, TINY_FLAGS, make_demo_data, run_dasv  # pytest puts tests/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
-
-TINY = dict(kernel_size=16, heads=4, embedding_size=16, window_seconds=1.0, batch_size=8, workers=0,
-            learning_rate=0.01, print_every=2, validate_every=1000, save_every=1000)
-TINY_FLAGS = ["--kernel-size", "16", "--heads", "4", "--embedding-size", "16", "--window-seconds", "1",
-              "--batch-size", "8", "--learning-rate", "0.01", "--print-every", "2"]
-
-
-def make_demo_data(root: Path, demo_dir: Path) -> Path:
-    """Features of the 40 demo files (keys `spk/spk-chapter-utt`), labels by name, all-pairs trials."""
-    root.mkdir(parents=True, exist_ok=True)
-    if (root / "labels.txt").exists():
-        return root
-    from dasv_cli.features.run import featurize
-
-    rel = sorted(str(p.relative_to(demo_dir)) for p in demo_dir.glob("*/*.flac"))
-    (root / "audio.lst").write_text("".join(r + "\n" for r in rel))
-    featurize(root / "audio.lst", root / "feats", audio_dir=demo_dir, jobs=1, progress=False)
-    keys = [r[:-5] for r in rel]
-    (root / "labels.txt").write_text("".join(f"{k} spk{k.split('/')[0]}\n" for k in keys))
-    lines = [f"{int(a.split('/')[0] == b.split('/')[0])} {a} {b}\n" for a, b in itertools.combinations(keys, 2)]
-    (root / "trials.txt").write_text("".join(lines))
-    return root
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, demo_dir) -> Path:
@@ -65,13 +42,6 @@ def tiny_cfg(data: Path, out: Path, **over) -> TrainConfig:
     cfg = TrainConfig(**values)
     cfg.check()
     return cfg
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
-    full = dict(os.environ, OMP_NUM_THREADS="1")
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dasv_cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=full, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -256,7 +226,8 @@ def test_nonfinite_batch_is_skipped_before_weights_or_batchnorm(data, tmp_path):
 
 
 def test_run_that_keeps_diverging_stops_with_a_clear_error(data, tmp_path):
-    from dasv_cli.train.loop import DivergedError, Trainer, train
+    from dasv_cli.train.loop import Trainer, train
+    from dasv_cli.train.update import DivergedError
 
     class T(NaNOnce, Trainer):
         nan_batches = {"all"}
@@ -272,8 +243,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(data, tmp_path):
     common = ["--train-labels", str(data / "labels.txt"), "--features", str(data / "feats"), *TINY_FLAGS,
               "--max-steps", "12", "--save-every", "3", "-q", "--valid-trials", str(data / "trials.txt"),
               "--validate-every", "5"]
-    ref = run_cli("train", *common, "--workers", "0", "-o", str(tmp_path / "ref"))
-    assert ref.returncode == 0, ref.stderr
+    ref = run_dasv("train", *common, "--workers", "0", "-o", str(tmp_path / "ref"))
+    assert ref.code == 0, ref.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "dasv_cli", "train", *common, "--workers", "2", "-o", str(out)],
                             env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True)
@@ -285,8 +256,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(data, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = torch.load(out / "last.pt", weights_only=True)["step"]
     assert 0 < killed_at < 12
-    res = run_cli("train", "-o", str(out), "--resume", "-q")
-    assert res.returncode == 0, res.stderr
+    res = run_dasv("train", "-o", str(out), "--resume", "-q")
+    assert res.code == 0, res.stderr
     a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
     b = torch.load(out / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"]
@@ -319,9 +290,9 @@ def test_ctrl_c_writes_last_and_exits_cleanly(data, tmp_path):
 
 
 def test_dry_run_prints_config_and_model(data, tmp_path):
-    res = run_cli("train", "--train-labels", str(data / "labels.txt"), *TINY_FLAGS, "-o", str(tmp_path / "x"),
-                  "--dry-run")
-    assert res.returncode == 0, res.stderr
+    res = run_dasv("train", "--train-labels", str(data / "labels.txt"), *TINY_FLAGS, "-o", str(tmp_path / "x"),
+                   "--dry-run")
+    assert res.code == 0, res.stderr
     assert res.stdout == ""
     assert "kernel_size       = 16" in res.stderr and "total" in res.stderr and "parameters" in res.stderr
     assert "8 speakers" in res.stderr and "effective batch: 8 x 1 process(es) x 2 accumulation = 16" in res.stderr
@@ -329,8 +300,8 @@ def test_dry_run_prints_config_and_model(data, tmp_path):
 
 
 def test_help_shows_an_example():
-    res = run_cli("train", "--help")
-    assert res.returncode == 0
+    res = run_dasv("train", "--help")
+    assert res.code == 0
     for flag in ("--front-end", "--kernel-size", "--heads", "--embedding-size", "--pooling", "--mask-prob",
                  "--optimizer", "--learning-rate", "--weight-decay", "--batch-size", "--grad-accumulation",
                  "--window-seconds", "--max-steps", "--validate-every", "--seed", "--gpus", "--procs", "--resume"):
@@ -364,11 +335,11 @@ def test_lr_halving_and_early_stopping_follow_validations_without_gain(data, tmp
     the run stops once that count exceeds `early_stopping` (the original's `stopping > 25`)."""
     from types import SimpleNamespace
 
-    import dasv_cli.eval.scoring as scoring
+    import dasv_cli.eval.validation as validation
     from dasv_cli.train.loop import train
 
     eers = iter([10.0, 20.0, 20.0, 5.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0])
-    monkeypatch.setattr(scoring, "evaluate_trials",
+    monkeypatch.setattr(validation, "evaluate_trials",
                         lambda *a, **k: SimpleNamespace(eer=next(eers), min_dcf_p01=1.0, min_dcf_p05=1.0))
     out = tmp_path / "es"
     result = train(tiny_cfg(data, out, valid_trials=str(data / "trials.txt"), validate_every=1, lr_patience=2,

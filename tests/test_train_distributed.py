@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks read /proc")
 
@@ -65,7 +65,7 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:
 
 def test_two_processes_train_identical_weights_and_exit_cleanly(data, tmp_path):
     from dasv_cli.model import ModelConfig, SpeakerNet
-    from dasv_cli.train.loop import weights_digest
+    from dasv_cli.train.ranks import weights_digest
 
     out = tmp_path / "ddp"
     # Rank 1's first batch after update 1 is all-NaN: every rank must skip it (DDP needs them to agree)

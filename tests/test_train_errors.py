@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dasv_cli.cli.app import run
-from test_train import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
 
 
 @pytest.fixture(scope="module")

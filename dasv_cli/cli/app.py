@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover
 _state = {"debug": False}
 
 # Order here is the order in `dasv --help`.
-_COMMAND_MODULES = ("features", "rirs", "inspect", "train", "validate", "embed", "score", "convert", "model", "demo")
+_COMMAND_MODULES = ("prepare", "features", "rirs", "inspect", "train", "validate", "embed", "score", "compare",
+                    "enroll", "calibrate", "export", "convert", "model", "demo")
 
 
 def debug_enabled() -> bool:
@@ -121,13 +122,26 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and `python -m dasv_cli`)."""
     code = run()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
+    _forget_caught_interrupts()
     sys.exit(code)
+
+
+def _forget_caught_interrupts() -> None:
+    """Keep the exit code run() decided (130 after Ctrl-C) from being replaced by death by SIGINT.
+
+    CPython remembers a KeyboardInterrupt that escaped code run from a source string (`exec(str)`:
+    dataclass and namedtuple creation use it, so a Ctrl-C landing during an import sets the mark),
+    even when dasv caught it further up; under `python -m` the interpreter then ends itself by SIGINT
+    at exit (returncode -2) instead of exiting with the code. Running any source string clears the
+    mark (CPython resets it on each one), so an empty one does.
+    """
+    exec("")  # noqa: S102 - a constant empty string: nothing runs
 
 
 def _silence_stdout() -> None:

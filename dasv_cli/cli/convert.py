@@ -30,34 +30,15 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from dasv_cli.errors import DasvError
-        from dasv_cli.io.checkpoint import save_checkpoint
-        from dasv_cli.io.original import convert_original
-        from dasv_cli.model.network import ModelConfig, SpeakerNet, count_parameters
         from dasv_cli.progress import log
+        from dasv_cli.train.network import convert_checkpoint
 
-        if output.exists() and not force:
-            raise DasvError(f"{output}: already exists; pass --force to overwrite it")
-        if output.resolve() == original.resolve():
-            raise DasvError(f"{output}: is the input file; choose another output path")
-        checkpoint = convert_original(original)
-        cfg = ModelConfig.from_dict(checkpoint["config"]["model"])
-        net = SpeakerNet(cfg)
-        net.load_state_dict(checkpoint["model"], strict=True)  # the mapping is complete and fits
-        save_checkpoint(output, checkpoint)
-        summary = {
-            "input": str(original),
-            "output": str(output),
-            "model": cfg.to_dict(),
-            "parameters": count_parameters(net),
-            "norm": checkpoint["config"]["features"]["norm"],
-            "step": checkpoint["step"],
-            "epoch": checkpoint["epoch"],
-        }
+        summary = convert_checkpoint(original, output, force)
+        cfg = summary["model"]
         log(
-            f"converted {original} -> {output}: {cfg.front_end} K={cfg.kernel_size}, {cfg.pooling}"
-            + (f" ({cfg.heads} heads)" if cfg.pooling in ("DoubleMHA", "MHA") else "")
-            + f", embedding {cfg.embedding_size}, {cfg.num_speakers} speakers, "
+            f"converted {original} -> {output}: {cfg['front_end']} K={cfg['kernel_size']}, {cfg['pooling']}"
+            + (f" ({cfg['heads']} heads)" if cfg["pooling"] in ("DoubleMHA", "MHA") else "")
+            + f", embedding {cfg['embedding_size']}, {cfg['num_speakers']} speakers, "
             f"{summary['parameters']:,} parameters, step {summary['step']}, numerics original, features {summary['norm']}"
         )
         if json_out:

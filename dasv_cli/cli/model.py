@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -17,21 +17,17 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
+    from dasv_cli.cli.network_options import network_options
+
     @app.command("model", epilog=EPILOG)
+    @network_options("shape", "data")
     def model(
-        front_end: Optional[str] = typer.Option(None, "--front-end", help="VGG3L or VGG4L [paper: VGG4L]."),
-        kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="Channels K of the last conv block [paper: 1024]."),
-        pooling: Optional[str] = typer.Option(None, "--pooling", help="DoubleMHA, MHA, Attention or Statistical [paper: DoubleMHA]."),
-        heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads [paper: 32]."),
-        embedding_size: Optional[int] = typer.Option(None, "--embedding-size", help="Embedding size [paper: 400]."),
-        num_speakers: Optional[int] = typer.Option(None, "--num-speakers", help="Training speakers [paper: 5994]."),
-        n_mels: Optional[int] = typer.Option(None, "--n-mels", help="Log-mel bands [paper: 80]."),
-        numerics: Optional[str] = typer.Option(None, "--numerics", help="paper or original [default: original]."),
         source: Optional[Path] = typer.Option(
             None, "--from", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
         ),
         frames: int = typer.Option(350, "--frames", help="Input length in frames for the output sizes (10 ms each)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+        **network: Any,
     ) -> None:
         """Show a network's parameter counts (per part) and output sizes.
 
@@ -39,39 +35,13 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from dasv_cli.errors import UsageError
-        from dasv_cli.model.network import ModelConfig, describe
+        from dasv_cli.train.network import network_summary
 
-        base = ModelConfig().to_dict()
-        if source is not None:
-            base = _config_from(source)
-        overrides = {
-            "front_end": front_end,
-            "kernel_size": kernel_size,
-            "pooling": pooling,
-            "heads": heads,
-            "embedding_size": embedding_size,
-            "num_speakers": num_speakers,
-            "n_mels": n_mels,
-            "numerics": numerics,
-        }
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            summary = describe(ModelConfig.from_dict(base), frames=frames)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        summary = network_summary(network, source, frames)
         if json_out:
             typer.echo(json.dumps(summary, indent=2))
         else:
             _print_table(summary)
-
-
-def _config_from(path: Path) -> dict:
-    from dasv_cli.io.checkpoint import load_checkpoint
-    from dasv_cli.io.original import convert_original, is_original_checkpoint
-
-    checkpoint = convert_original(path) if is_original_checkpoint(path) else load_checkpoint(path)
-    return dict(checkpoint["config"]["model"])
 
 
 def _print_table(summary: dict) -> None:

@@ -6,8 +6,7 @@ the paper's defaults. Engine imports happen inside the command so `dasv --help` 
 
 from __future__ import annotations
 
-import os
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -40,6 +39,7 @@ loss or eer), tb/ (TensorBoard scalars)."""
 
 
 def register(app: typer.Typer) -> None:
+    from dasv_cli.cli.network_options import network_options
     from dasv_cli.train.config import TrainConfig
 
     d = TrainConfig()
@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         return f" \\[default: {getattr(d, name)}]"
 
     @app.command("train", epilog=EPILOG, no_args_is_help=False)
+    @network_options("shape", "training", after="config", panel="Network")
     def train_command(
         train_labels: Optional[str] = typer.Option(None, "--train-labels", help="Train labels: 'key label [None|-1]' (0..N-1) or 'key speaker_name'.", rich_help_panel="Data"),
         features: Optional[str] = typer.Option(None, "--features", help="Feature store directory (from `dasv features`).", rich_help_panel="Data"),
@@ -57,23 +58,20 @@ def register(app: typer.Typer) -> None:
         valid_features: Optional[str] = typer.Option(None, "--valid-features", help="Feature store of the validation utterances \\[default: --features].", rich_help_panel="Data"),
         out: Optional[str] = typer.Option(None, "-o", "--out", help="Output directory (checkpoints, metrics.jsonl, tb/).", rich_help_panel="Data"),
         config: Optional[str] = typer.Option(None, "--config", help="TOML file with options \\[default: ./dasv.toml when present].", rich_help_panel="Data"),
-        front_end: Optional[str] = typer.Option(None, "--front-end", help="VGG3L | VGG4L." + dflt("front_end"), rich_help_panel="Network"),
-        kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="K, channels of the last conv block." + dflt("kernel_size"), rich_help_panel="Network"),
-        heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads." + dflt("heads"), rich_help_panel="Network"),
-        embedding_size: Optional[int] = typer.Option(None, "--embedding-size", help="Embedding dimension." + dflt("embedding_size"), rich_help_panel="Network"),
-        pooling: Optional[str] = typer.Option(None, "--pooling", help="DoubleMHA | MHA | Attention | Statistical." + dflt("pooling"), rich_help_panel="Network"),
-        mask_prob: Optional[float] = typer.Option(None, "--mask-prob", help="Double MHA head-drop probability." + dflt("mask_prob"), rich_help_panel="Network"),
-        scale: Optional[float] = typer.Option(None, "--scale", help="AM-Softmax scale s." + dflt("scale"), rich_help_panel="Network"),
-        margin: Optional[float] = typer.Option(None, "--margin", help="AM-Softmax margin m." + dflt("margin"), rich_help_panel="Network"),
-        annealing: Optional[bool] = typer.Option(None, "--annealing/--no-annealing", help="The original tool's margin annealing." + dflt("annealing"), rich_help_panel="Network"),
-        numerics: Optional[str] = typer.Option(None, "--numerics", help="paper | original (the original code's numerics)." + dflt("numerics"), rich_help_panel="Network"),
+        recipe: Optional[str] = typer.Option(None, "--recipe", help="paper | modern: a preset under dasv.toml and the flags (modern: --augmented, --spec-augment, AAM-Softmax m=0.2 s=32 with margin warm-up, Kaiming init, LR warm-up + cosine decay)." + dflt("recipe"), rich_help_panel="Data"),
+        init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new run (step 0) from this checkpoint's weights, e.g. large-margin fine-tuning of best.pt with longer windows; the classifier is re-drawn when the speakers differ.", rich_help_panel="Data"),
+        augmented: Optional[bool] = typer.Option(None, "--augmented/--no-augmented", help="Also train on the stored augmented copies (KEY#KIND from `dasv features --augment`) of the labelled keys." + dflt("augmented"), rich_help_panel="Data"),
         optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Adam | SGD | RMSprop." + dflt("optimizer"), rich_help_panel="Optimisation"),
         learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Initial learning rate." + dflt("learning_rate"), rich_help_panel="Optimisation"),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay." + dflt("weight_decay"), rich_help_panel="Optimisation"),
+        lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant | cosine | exponential: the LR decays to --min-lr-ratio x the LR at --max-steps." + dflt("lr_schedule"), rich_help_panel="Optimisation"),
+        lr_warmup: Optional[int] = typer.Option(None, "--lr-warmup", help="Updates of linear LR warm-up (0: none)." + dflt("lr_warmup"), rich_help_panel="Optimisation"),
+        min_lr_ratio: Optional[float] = typer.Option(None, "--min-lr-ratio", help="The decayed LR at --max-steps, as a fraction of --learning-rate." + dflt("min_lr_ratio"), rich_help_panel="Optimisation"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per batch, per process." + dflt("batch_size"), rich_help_panel="Optimisation"),
         grad_accumulation: Optional[int] = typer.Option(None, "--grad-accumulation", help="Batches per update." + dflt("grad_accumulation"), rich_help_panel="Optimisation"),
         window_seconds: Optional[float] = typer.Option(None, "--window-seconds", help="Training window length (frames = seconds x 100)." + dflt("window_seconds"), rich_help_panel="Optimisation"),
         random_slicing: Optional[bool] = typer.Option(None, "--random-slicing/--no-random-slicing", help="Cut each batch to a random length between 2 s and the window, as the original's --randomSlicing." + dflt("random_slicing"), rich_help_panel="Optimisation"),
+        spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="SpecAugment time and frequency masks on every training batch, on the device." + dflt("spec_augment"), rich_help_panel="Optimisation"),
         norm: Optional[str] = typer.Option(None, "--norm", help="cmn | cmvn | none, with the stored per-utterance statistics." + dflt("norm"), rich_help_panel="Optimisation"),
         max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Passes over the training list." + dflt("max_epochs"), rich_help_panel="Optimisation"),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many updates (0: no limit)." + dflt("max_steps"), rich_help_panel="Optimisation"),
@@ -95,21 +93,23 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue OUT/last.pt exactly (model, optimizer, step, RNG).", rich_help_panel="Machinery"),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the model summary, then exit.", rich_help_panel="Machinery"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or log lines (errors and warnings still shown).", rich_help_panel="Machinery"),
+        **network: Any,
     ) -> int:
         """Train a speaker embedding extractor (the paper's recipe) from a feature store.
 
         Example: dasv train --train-labels labels.txt --features feats --valid-trials trials.txt -o runs/paper
         """
         from dasv_cli import progress
-        from dasv_cli.train.config import resolve_config
+        from dasv_cli.cli.app import debug_enabled
+        from dasv_cli.train.start import start
 
         progress.set_quiet(quiet)
         flags = dict(
             train_labels=train_labels, features=features, valid_clients=valid_clients,
             valid_impostors=valid_impostors, valid_trials=valid_trials, valid_features=valid_features, out=out,
-            front_end=front_end, kernel_size=kernel_size, heads=heads, embedding_size=embedding_size,
-            pooling=pooling, mask_prob=mask_prob, scale=scale, margin=margin, annealing=annealing,
-            numerics=numerics, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+            init_from=init_from, recipe=recipe, augmented=augmented, spec_augment=spec_augment,
+            lr_schedule=lr_schedule, lr_warmup=lr_warmup, min_lr_ratio=min_lr_ratio,
+            **network, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
             batch_size=batch_size, grad_accumulation=grad_accumulation, window_seconds=window_seconds, max_minutes=max_minutes,
             random_slicing=random_slicing, norm=norm, max_epochs=max_epochs, max_steps=max_steps,
             early_stopping=early_stopping, lr_patience=lr_patience, max_nonfinite=max_nonfinite,
@@ -117,68 +117,4 @@ def register(app: typer.Typer) -> None:
             seed=seed, precision=precision, compile=compile_, channels_last=channels_last, device=device,
             gpus=gpus, procs=procs, resume=resume or None,
         )
-        cfg, source = resolve_config(flags, config)
-        if source is not None and os.environ.get("RANK", "0") == "0":
-            progress.log(f"options from {source}")
-        if cfg.resume:
-            cfg = _resumed_config(cfg, {k: v for k, v in flags.items() if v is not None})
-        if dry_run:
-            return _dry_run(cfg)
-        from dasv_cli.train.distributed import run_training
-
-        return run_training(cfg, debug=_debug())
-
-
-def _debug() -> bool:
-    from dasv_cli.cli.app import debug_enabled
-
-    return debug_enabled()
-
-
-def _resumed_config(cfg, given: dict):
-    """Resume: the run's stored options, overridden only by the flags typed now."""
-    import dataclasses
-    from pathlib import Path
-
-    from dasv_cli.errors import UsageError
-    from dasv_cli.train.config import MODEL_FIELDS, config_from_dict
-    from dasv_cli.train.loop import load_run_checkpoint
-
-    if not cfg.out:
-        raise UsageError("--resume needs -o/--out (the run's directory), as a flag or in the config file")
-    last = Path(cfg.out) / "last.pt"
-    from dasv_cli.errors import InputError
-
-    if not last.exists():
-        raise InputError(f"{last}: no checkpoint to resume from")
-    stored = load_run_checkpoint(last).get("config", {}).get("train")
-    if not isinstance(stored, dict):
-        raise InputError(f"{last}: the checkpoint holds no training options to resume with")
-    base = config_from_dict(stored, str(last))
-    changed = [k for k in MODEL_FIELDS if k in given and given[k] != getattr(base, k)]
-    if changed:
-        raise UsageError(f"--resume keeps the network of {last}; cannot change {', '.join('--' + c.replace('_', '-') for c in changed)}")
-    merged = dataclasses.replace(base, **{k: v for k, v in given.items() if k != "resume"})
-    merged.resume = True
-    merged.out = cfg.out
-    merged.check()
-    return merged
-
-
-def _dry_run(cfg) -> int:
-    from dasv_cli import progress
-    from dasv_cli.train.config import format_config
-    from dasv_cli.train.loop import build_model, model_summary
-
-    num_speakers = 5994
-    if cfg.train_labels:
-        from dasv_cli.io.lists import read_train_labels
-
-        num_speakers = read_train_labels(cfg.train_labels).num_classes
-    model = build_model(cfg, num_speakers)
-    progress.log(format_config(cfg), force=True)
-    progress.log(model_summary(model), force=True)
-    world = cfg.world_size_requested()
-    progress.log(f"effective batch: {cfg.batch_size} x {world} process(es) x {cfg.grad_accumulation} accumulation = "
-                 f"{cfg.batch_size * world * cfg.grad_accumulation}", force=True)
-    return 0
+        return start(flags, config, dry_run=dry_run, debug=debug_enabled())

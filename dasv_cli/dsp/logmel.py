@@ -141,6 +141,17 @@ def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) 
     return np.maximum(0.0, np.minimum(lower, upper))
 
 
+def analysis_window(cfg: LogMelConfig = LogMelConfig()) -> np.ndarray:
+    """float64 [n_fft]: the periodic Hamming window zero-padded and centred in the FFT frame, as librosa
+    does. The one definition that the NumPy recipe here and the ONNX graph (deploy/graph.py) share."""
+    n = np.arange(cfg.win_length, dtype=np.float64)
+    hamming = 0.54 - 0.46 * np.cos(2.0 * np.pi * n / cfg.win_length)  # periodic (fftbins=True)
+    window = np.zeros(cfg.n_fft, dtype=np.float64)
+    left = (cfg.n_fft - cfg.win_length) // 2
+    window[left:left + cfg.win_length] = hamming
+    return window
+
+
 @lru_cache(maxsize=8)
 def _constants(cfg: LogMelConfig) -> tuple[np.ndarray, Any]:
     """(window, mel), built once per recipe.
@@ -155,11 +166,7 @@ def _constants(cfg: LogMelConfig) -> tuple[np.ndarray, Any]:
     """
     from scipy.sparse import csr_matrix
 
-    n = np.arange(cfg.win_length, dtype=np.float64)
-    hamming = 0.54 - 0.46 * np.cos(2.0 * np.pi * n / cfg.win_length)  # periodic (fftbins=True)
-    window = np.zeros(cfg.n_fft, dtype=np.float64)
-    left = (cfg.n_fft - cfg.win_length) // 2  # librosa centres the window inside the FFT frame
-    window[left:left + cfg.win_length] = hamming * cfg.scale
+    window = analysis_window(cfg) * cfg.scale
     return window.astype(np.float32), csr_matrix(mel_filterbank(cfg).astype(np.float32))
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from dasv_cli.errors import DasvError, InputError, UsageError
+from dasv_cli.devices import resolve_device
+from dasv_cli.errors import DasvError, InputError
+from dasv_cli.eval.trials import describe_missing
 
 if TYPE_CHECKING:  # pragma: no cover
     from dasv_cli.io.embeddings import Embeddings
@@ -28,31 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # its first block, so 4,000 frames (40 s of speech) stay near 200 MB on a CPU.
 DEFAULT_MAX_FRAMES = 4000
 DEFAULT_MAX_BATCH = 64
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; an unusable explicit choice is a UsageError."""
-    import torch
-
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
-        try:
-            torch.device(d)
-        except RuntimeError as exc:
-            raise UsageError(f"--device {device}: {exc}") from None
-        index = torch.device(d).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-        return d
-    if d == "cpu":
-        return d
-    if d == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return d
-    raise UsageError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
 
 
 def load_any_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -98,6 +75,17 @@ def load_extractor(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str
     return model, ckpt
 
 
+def open_onnx_extractor(path: str | Path) -> tuple[Any, dict[str, Any], str]:
+    """(OnnxExtractor, a checkpoint-like dict naming its recipe and step, "none"): the graph normalises
+    raw log-mel itself, so the features it is given are not normalised here (norm "none")."""
+    from dasv_cli.deploy.runtime import OnnxExtractor
+
+    runtime = OnnxExtractor(path)
+    ckpt = {"step": int(runtime.info.checkpoint.get("step") or 0),
+            "config": {"model": {}, "features": {"norm": runtime.norm, "recipe": dict(runtime.info.recipe)}}}
+    return runtime, ckpt, "none"
+
+
 def checkpoint_norm(ckpt: dict[str, Any]) -> str:
     """The feature normalisation the model was trained with ("cmn" when the checkpoint does not say)."""
     features = (ckpt.get("config") or {}).get("features") or {}
@@ -113,8 +101,6 @@ def checkpoint_recipe(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     return dict(recipe) if isinstance(recipe, dict) else None
 
 
-
-
 def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
     """Repeat a too-short utterance in time until it has `min_frames` frames."""
     t = feats.shape[0]
@@ -126,7 +112,10 @@ def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
 
 def _forward(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
     """Embeddings of one batch, always in eval mode (BatchNorm running stats, no head dropping), so
-    the result never depends on the batch mates; the model's previous mode is restored."""
+    the result never depends on the batch mates; the model's previous mode is restored. An exported
+    model (deploy.runtime.OnnxExtractor, see open_onnx_extractor) runs its own graph."""
+    if hasattr(model, "embed_features"):
+        return model.embed_features(batch)
     import torch
 
     was_training = bool(model.training)
@@ -188,8 +177,11 @@ class _Reporter:
 
 def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                           progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
-                          max_batch: int = DEFAULT_MAX_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done."""
+                          max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
+                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done.
+
+    `check` is called before each batch (e.g. InterruptFlag.check: a Ctrl-C stops there)."""
     from dasv_cli.dsp.logmel import normalise
     from dasv_cli.progress import warn
 
@@ -209,6 +201,8 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames are repeated to reach it: {shown}")
     with _Reporter(len(keys), progress, "embedding") as rep:
         for batch in length_batches(lengths, max_frames, max_batch):
+            if check is not None:
+                check()
             feats = []
             for i in batch:
                 key = keys[i]
@@ -244,9 +238,10 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                           norm: str = "cmn", device: str = "cpu", progress: bool = True,
                           failures: list[AudioFailure] | None = None, chunk: int = 256,
                           max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
-                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+                          check: Callable[[], None] | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """Like iter_store_embeddings, but featurising audio files on the fly with the `dasv features`
-    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`."""
+    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`;
+    `check` is called before each file and each batch."""
     from dasv_cli.dsp.logmel import normalise
     from dasv_cli.features.compute import compute_file  # the exact `dasv features` computation
     from dasv_cli.io.audio import AudioError
@@ -262,6 +257,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
             keys: list[str] = []
             feats: list[np.ndarray] = []
             for entry in part:
+                if check is not None:
+                    check()
                 try:
                     got = compute_file(str(entry.path), cfg, "float32")
                 except AudioError as exc:
@@ -278,6 +275,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                 keys.append(entry.key)
                 feats.append(_fit_min_frames(f, min_frames))
             for batch in length_batches([f.shape[0] for f in feats], max_frames, max_batch):
+                if check is not None:
+                    check()
                 vectors = _forward(model, np.stack([feats[i] for i in batch]), device)
                 rep.advance(len(batch))
                 yield [keys[i] for i in batch], vectors
@@ -302,27 +301,10 @@ def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: st
     """Refuse features the network cannot take or was not trained on (another feature recipe)."""
     from dasv_cli.io.store.layout import check_recipe
 
-    n_mels = int(getattr(model.cfg, "n_mels", store.n_mels))
+    n_mels = int(getattr(getattr(model, "cfg", model), "n_mels", store.n_mels))
     if store.n_mels != n_mels:
         raise InputError(f"{store.path}: features have {store.n_mels} mel bands but {ckpt_name} expects {n_mels}")
     check_recipe(store.path, store.recipe, checkpoint_recipe(ckpt), f"{ckpt_name} was trained on")
-
-
-def table_attrs(ckpt_path: str | Path, ckpt: dict[str, Any], norm: str, source: str) -> dict[str, Any]:
-    """Attributes that name where an embedding table came from."""
-    import json
-
-    from dasv_cli.io.embeddings import file_sha256
-
-    p = Path(ckpt_path)
-    return {
-        "checkpoint": str(p.resolve()),
-        "checkpoint_sha256": file_sha256(p),
-        "checkpoint_step": int(ckpt.get("step") or 0),
-        "model_config": json.dumps((ckpt.get("config") or {}).get("model") or {}, sort_keys=True),
-        "norm": norm,
-        "source": source,
-    }
 
 
 def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials: "Trials", device: str = "auto",
@@ -332,7 +314,6 @@ def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials:
 
     Keys absent from the store are an error listing them, or left out with `skip_missing`.
     """
-    from dasv_cli.eval.scoring import describe_missing
     from dasv_cli.io.embeddings import Embeddings
     from dasv_cli.io.store.reader import FeatureStore
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from dasv_cli.errors import InputError
+from dasv_cli.eval.cosine import l2_normalise
 
 if TYPE_CHECKING:  # pragma: no cover
     from dasv_cli.io.embeddings import Embeddings
@@ -55,8 +56,6 @@ def adaptive_snorm(scores: np.ndarray, unit: np.ndarray, i1: np.ndarray, i2: np.
 
     `keys` names the rows of `unit` (to leave an utterance's own entry out of its cohort).
     """
-    from dasv_cli.eval.scoring import l2_normalise
-
     name = cohort_name or "the cohort"
     if top_n < 2:
         raise InputError(f"--top-n must be at least 2 (a standard deviation needs two scores), got {top_n}")

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
 from dasv_cli.features.failed import write_failed
-from dasv_cli.features.interrupt import InterruptFlag
 from dasv_cli.features.parts import select_part
 from dasv_cli.features.workers import InlineRun, Stored, StoreSpec, WriterPool
+from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
 from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock

@@ -54,10 +54,9 @@ def check_writable(path: str | Path, what: str) -> None:
     """Fail now, before hours of work, if `path` cannot be written (a missing parent under a file,
     a read-only place, a directory in the way): the same temporary file the real write uses."""
     from dasv_cli.errors import DasvError, os_error_message
+    from dasv_cli.io.paths import refuse_directory
 
-    path = Path(path)
-    if path.is_dir():
-        raise DasvError(f"{path}: is a directory, expected a file name for the {what}")
+    path = refuse_directory(Path(path), f"a file name for the {what}")
     try:
         fd, tmp = temp_beside(path)
     except OSError as exc:

@@ -19,8 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dasv_cli.errors import DasvError, InputError, os_error_message
-from dasv_cli.io.atomic import discard, temp_beside
+from dasv_cli.errors import InputError
+from dasv_cli.io.atomic import atomic_path
+from dasv_cli.io.paths import require_file
 
 CHECKPOINT_FORMAT = "dasv-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -35,27 +36,15 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
 
     from dasv_cli import __version__
 
-    path = Path(path)
     data = dict(checkpoint)
     data.setdefault("format", CHECKPOINT_FORMAT)
     data.setdefault("version", CHECKPOINT_VERSION)
     data.setdefault("dasv_version", __version__)
-    try:
-        fd, tmp = temp_beside(path)
-    except OSError as exc:
-        raise DasvError(f"cannot write checkpoint {os_error_message(exc, path)}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(Path(path), "checkpoint") as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(data, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        discard(tmp)
-        raise DasvError(f"cannot write checkpoint {os_error_message(exc, path)}") from exc
-    except BaseException:
-        discard(tmp)
-        raise
 
 
 def unreadable_reason(exc: BaseException) -> str:
@@ -98,11 +87,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a checkpoint file")
+    path = require_file(Path(path), "a checkpoint file", "no such checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

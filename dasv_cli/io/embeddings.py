@@ -23,8 +23,10 @@ from typing import IO, Any, Iterable, Sequence
 
 import numpy as np
 
-from dasv_cli.errors import DasvError, InputError, os_error_message, where
-from dasv_cli.io.atomic import GuardedFile, discard, temp_beside
+from dasv_cli.errors import InputError, where
+from dasv_cli.io.atomic import GuardedFile, atomic_path, write_text_atomic
+from dasv_cli.io.paths import require_file
+from dasv_cli.io.plain import plain
 
 TABLE_FORMAT = "dasv-embeddings"
 TABLE_VERSION = 1
@@ -120,11 +122,7 @@ def is_hdf5(path: str | Path) -> bool:
 def read_embeddings(path: str | Path) -> Embeddings:
     """An embedding table from HDF5, or from text lines (`key v1 v2 ...`; `-` reads stdin)."""
     if str(path) != "-":
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"{p}: no such embedding table (make one with `dasv embed`)")
-        if p.is_dir():
-            raise InputError(f"{p}: is a directory, expected an embedding table")
+        p = require_file(Path(path), "an embedding table", "no such embedding table (make one with `dasv embed`)")
         if is_hdf5(p):
             return _read_hdf5(p)
     return _read_text(path)
@@ -139,22 +137,12 @@ def _read_hdf5(path: Path) -> Embeddings:
                 raise InputError(f"{path}: not an embedding table (no 'keys' and 'vectors' datasets)")
             keys = [k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in f["keys"][()]]
             vectors = np.asarray(f["vectors"][()], dtype=np.float32)
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs = {k: plain(v) for k, v in f.attrs.items()}
     except OSError as exc:
         raise InputError(f"{path}: cannot read the embedding table ({exc})") from exc
     if vectors.ndim != 2 or vectors.shape[0] != len(keys):
         raise InputError(f"{path}: {len(keys)} keys but vectors of shape {vectors.shape}")
     return Embeddings(keys, vectors, attrs)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 def _read_text(src: str | Path) -> Embeddings:
@@ -198,12 +186,7 @@ def write_embeddings(path: str | Path, table: Embeddings, attrs: dict[str, Any] 
     all_attrs.update(attrs or {})
     all_attrs.update({"format": TABLE_FORMAT, "version": TABLE_VERSION, "dasv_version": __version__,
                       "dim": table.dim})
-    try:
-        fd, tmp = temp_beside(path)
-        os.close(fd)
-    except OSError as exc:
-        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
-    try:
+    with atomic_path(path, "embeddings") as tmp:
         # Through GuardedFile: HDF5 never sees a failed write (a full disk would otherwise leave the
         # library in a state that crashes the interpreter); the first OSError is raised here instead.
         guard = GuardedFile(tmp)
@@ -223,13 +206,6 @@ def write_embeddings(path: str | Path, table: Embeddings, attrs: dict[str, Any] 
             guard.close()
         if guard.error is not None:
             raise guard.error
-        os.replace(tmp, path)
-    except OSError as exc:
-        discard(tmp)
-        raise DasvError(f"cannot write embeddings {os_error_message(exc, path)}") from exc
-    except BaseException:
-        discard(tmp)
-        raise
 
 
 def format_text_lines(keys: Sequence[str], vectors: np.ndarray) -> str:
@@ -245,15 +221,20 @@ def write_text(stream: IO[str] | None, keys: Sequence[str], vectors: np.ndarray)
     (stream or sys.stdout).write(format_text_lines(keys, vectors))
 
 
+def write_text_file(path: str | Path, keys: Sequence[str], vectors: np.ndarray) -> None:
+    """The text form written atomically to `path` (never half a table)."""
+    write_text_atomic(path, "embeddings", lambda fh: fh.write(format_text_lines(keys, vectors)))
+
+
 def export_npy(table: Embeddings, path: str | Path) -> tuple[Path, Path]:
-    """`vectors` as `PATH` (.npy, float32 [n, dim]) and the keys, one per line, as `PATH.keys.txt`."""
+    """`vectors` as `PATH` (.npy, float32 [n, dim]) and the keys, one per line, as `PATH.keys.txt`;
+    each file written atomically."""
     path = Path(path)
     if path.suffix != ".npy":
         path = path.with_suffix(path.suffix + ".npy") if path.suffix else path.with_suffix(".npy")
     keys_path = path.with_name(path.name[: -len(".npy")] + ".keys.txt")
-    try:
-        np.save(path, table.vectors.astype(np.float32, copy=False))
-        keys_path.write_text("".join(k + "\n" for k in table.keys), encoding="utf-8")
-    except OSError as exc:
-        raise DasvError(f"cannot write {os_error_message(exc, path)}") from exc
+    with atomic_path(path, "embeddings") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, table.vectors.astype(np.float32, copy=False))
+    write_text_atomic(keys_path, "embedding keys", lambda fh: fh.write("".join(k + "\n" for k in table.keys)))
     return path, keys_path

@@ -14,13 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from dasv_cli.errors import InputError, where
-
-# Extensions that name audio: stripped to form the utterance key. A path with none of them is taken
-# as written with `.wav` appended, as the original tool assumed.
-AUDIO_EXTENSIONS = (
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd",
-    ".sph", ".nist", ".w64", ".caf", ".rf64", ".voc", ".wavex",
-)
+from dasv_cli.io.audio import AUDIO_EXTENSIONS  # what names audio (libsndfile's and FFmpeg's)
+from dasv_cli.io.paths import require_file
 
 
 def key_of(path: str) -> str:
@@ -41,12 +36,8 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
         name = "<stdin>"
     else:
-        path = Path(src)
         name = str(src)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name}: is a directory, expected a list file")
+        path = require_file(src, "a list file")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -64,13 +55,19 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
     return name, text.splitlines()
 
 
-def iter_fields(src: str | Path) -> Iterator[tuple[str, int, list[str]]]:
-    """(file name, 1-based line number, whitespace-split fields) for each content line."""
+def iter_lines(src: str | Path) -> Iterator[tuple[str, int, str]]:
+    """(file name, 1-based line number, stripped line) for each content line (not blank, not `#`)."""
     name, lines = _open_text(src)
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        yield name, number, line
+
+
+def iter_fields(src: str | Path) -> Iterator[tuple[str, int, list[str]]]:
+    """(file name, 1-based line number, whitespace-split fields) for each content line."""
+    for name, number, line in iter_lines(src):
         yield name, number, line.split()
 
 
@@ -86,7 +83,11 @@ class AudioEntry:
 def read_audio_list(src: str | Path, audio_dir: str | Path | None = None) -> list[AudioEntry]:
     """Parse an audio list; duplicate keys are refused before any work, naming both lines.
 
-    Each line is one path (spaces inside a path are kept: the whole stripped line is the path).
+    A line is one path (spaces inside a path are kept: the whole stripped line is the path), keyed
+    by `key_of`; or `key<TAB>path`, for utterances whose ids are not their paths (Kaldi's utt ids,
+    `dasv prepare`'s lists). A path whose final component has no suffix gets `.wav` (the original
+    tool's convention: `id10270/x6uYqmx31kE/00001`, `spk.1/utt`); one with any suffix is opened
+    as written (`a.m4a`, `x.sph`, `utt.v2`), so an unknown format is tried, never renamed.
     """
     name, lines = _open_text(src)
     base = Path(audio_dir) if audio_dir is not None else None
@@ -96,15 +97,13 @@ def read_audio_list(src: str | Path, audio_dir: str | Path | None = None) -> lis
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
-        key = key_of(text)
-        if not key or key.endswith("/"):
-            raise InputError(f"{where(name, number)}: not a file path: {text!r}")
+        key, text = _key_and_path(text, name, number)
         if key in seen:
             raise InputError(
                 f"{where(name, number)}: duplicate key {key!r} (first at line {seen[key]})"
             )
         seen[key] = number
-        path = Path(text if _has_audio_ext(text) else text + ".wav")
+        path = Path(text if has_suffix(text) else text + ".wav")
         if base is not None and not path.is_absolute():
             path = base / path
         entries.append(AudioEntry(key=key, path=path, line=number))
@@ -113,8 +112,31 @@ def read_audio_list(src: str | Path, audio_dir: str | Path | None = None) -> lis
     return entries
 
 
-def _has_audio_ext(text: str) -> bool:
-    return text.lower().endswith(AUDIO_EXTENSIONS)
+def _key_and_path(text: str, name: str, number: int) -> tuple[str, str]:
+    """(key, path as written) of one stripped audio-list line: `path` or `key<TAB>path`."""
+    if "\t" in text:
+        fields = [f.strip() for f in text.split("\t")]
+        if len(fields) != 2:  # the line is stripped: neither field is empty
+            raise InputError(f"{where(name, number)}: expected 'key<TAB>path' (one TAB), "
+                             f"got {len(fields)} TAB-separated fields")
+        key, text = key_of(fields[0]), fields[1]
+        if not key or key.endswith("/") or len(fields[0].split()) != 1:
+            raise InputError(f"{where(name, number)}: not a key (no spaces; labels and trials "
+                             f"split on them): {fields[0]!r}")
+        if text.endswith(("/", "\\")):
+            raise InputError(f"{where(name, number)}: not a file path: {text!r}")
+        return key, text
+    key = key_of(text)
+    if not key or key.endswith("/"):
+        raise InputError(f"{where(name, number)}: not a file path: {text!r}")
+    return key, text
+
+
+def has_suffix(path: str) -> bool:
+    """Whether the final component of `path` has a suffix (`a.m4a`, `u.v2`; not `spk.1/utt`, `.x`)."""
+    last = path.replace("\\", "/").rsplit("/", 1)[-1]
+    dot = last.rfind(".")
+    return 0 < dot < len(last) - 1
 
 
 @dataclass

@@ -4,17 +4,7 @@ Such a file is a `torch.save`d dict: `model` (state dict of its SpeakerClassifie
 pickled argparse.Namespace of its command-line options), `optimizer`, `epoch`, `step`. It is read with
 torch's restricted weights-only unpickler (tensors, plain containers and values) plus exactly one
 extra admitted class, argparse.Namespace; any other pickled global (a function, a class) is refused
-before anything runs. The state dict is mapped onto `SpeakerNet` with `numerics="original"`:
-
-    front_end.convXY.{weight,bias}              -> front_end.convXY.*
-    poolingLayer.utteranceAttention.query [d,H] -> pooling.utterance.query [H,d]   (Double MHA)
-    poolingLayer.headsAttention.att [d,1]       -> pooling.head_query [d]          (Double MHA)
-    poolingLayer.query [d,H]                    -> pooling.query [H,d]             (MHA)
-    poolingLayer.att [D,1]                      -> pooling.query [D]               (Attention)
-    fc1, fc2, preLayer                          -> fc1, fc2, pre
-    b2 (BatchNorm)                              -> bn2
-    b1, b3 (BatchNorms the original never applies) -> checked and dropped
-    predictionLayer.W [E,N]                     -> am_softmax.weight [N,E]
+before anything runs. The state dict is mapped onto dasv's network by dasv_cli.io.original_layout.
 """
 
 from __future__ import annotations
@@ -26,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli.errors import InputError
+from dasv_cli.io.original_layout import infer_config, map_state
+from dasv_cli.io.paths import require_file
+from dasv_cli.io.plain import plain
 
-_POOLING_NAMES = {"DoubleMHA": "DoubleMHA", "MHA": "MHA", "Attention": "Attention", "Statistical": "Statistical"}
-_DROPPED_PREFIXES = ("b1.", "b3.")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -119,11 +110,7 @@ def load_original(path: str | Path) -> dict[str, Any]:
     """Read an original `.chkpt` with the restricted unpickler; anything else -> one-line InputError."""
     import pickle
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an original .chkpt file")
+    path = require_file(path, "an original .chkpt file", "no such checkpoint")
     try:
         data = _restricted_load(path)
     except pickle.UnpicklingError as exc:
@@ -156,100 +143,13 @@ def _settings_dict(settings: Any, path: Path) -> dict[str, Any]:
     return {str(k): v for k, v in settings.items()}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value):
-        return list(value)
+def _setting(value: Any) -> Any:
+    """A setting as a plain value (numbers, strings, flat lists of them); anything else as its repr,
+    so the stored settings always load with weights_only."""
+    p = plain(value)
+    if isinstance(p, _PLAIN) or (isinstance(p, list) and all(isinstance(v, _PLAIN) for v in p)):
+        return p
     return repr(value)
-
-
-def _infer_config(sd: dict[str, Any], s: dict[str, Any], path: Path) -> dict[str, Any]:
-    """ModelConfig fields from the settings, falling back to the tensor shapes."""
-
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in sd:
-            raise InputError(f"{path}: state dict has no '{key}'")
-        return tuple(sd[key].shape)
-
-    front_end = s.get("front_end") or ("VGG4L" if "front_end.conv41.weight" in sd else "VGG3L")
-    if front_end not in ("VGG3L", "VGG4L"):
-        raise InputError(f"{path}: front-end {front_end!r} is not supported (VGG3L or VGG4L)")
-    last = "front_end.conv42.weight" if front_end == "VGG4L" else "front_end.conv32.weight"
-    kernel_size = s.get("kernel_size") or shape(last)[0]
-    pooling = s.get("pooling_method")
-    if pooling is None:
-        if "poolingLayer.utteranceAttention.query" in sd:
-            pooling = "DoubleMHA"
-        elif "poolingLayer.query" in sd:
-            pooling = "MHA"
-        elif "poolingLayer.att" in sd:
-            pooling = "Attention"
-        else:
-            pooling = "Statistical"
-    if pooling not in _POOLING_NAMES:
-        raise InputError(
-            f"{path}: pooling {pooling!r} is not supported by dasv (DoubleMHA, MHA, Attention, Statistical)"
-        )
-    heads = s.get("heads_number")
-    if heads is None:
-        key = {"DoubleMHA": "poolingLayer.utteranceAttention.query", "MHA": "poolingLayer.query"}.get(pooling)
-        heads = shape(key)[1] if key else 32
-    embedding_size = s.get("embedding_size") or shape("fc1.weight")[0]
-    w = shape("predictionLayer.W")
-    if len(w) != 2:
-        raise InputError(f"{path}: tensor 'predictionLayer.W' has shape {list(w)}, expected [embedding, speakers]")
-    num_speakers = w[1]
-    try:
-        return _config_fields(front_end, kernel_size, pooling, heads, embedding_size, num_speakers, s)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable network settings ({exc})") from None
-
-
-def _config_fields(front_end: str, kernel_size: Any, pooling: str, heads: Any, embedding_size: Any,
-                   num_speakers: int, s: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "front_end": front_end,
-        "kernel_size": int(kernel_size),
-        "pooling": _POOLING_NAMES[pooling],
-        "heads": int(heads),
-        "mask_prob": float(s.get("mask_prob", 0.3)),
-        "embedding_size": int(embedding_size),
-        "n_mels": int(s.get("feature_size", 80)),
-        "num_speakers": int(num_speakers),
-        "scale": float(s.get("scalingFactor", 30.0)),
-        "margin": float(s.get("marginFactor", 0.4)),
-        "annealing": bool(s.get("annealing", False)),
-        "numerics": "original",
-    }
-
-
-def _source_key(dasv_key: str, pooling: str) -> tuple[str, str]:
-    """The original name of a SpeakerNet (numerics="original") state-dict entry, and how its layout
-    differs: "same", "transpose" (2-D, swapped) or "column" ([n, 1] in the original, [n] in dasv)."""
-    if dasv_key.startswith(("front_end.", "fc1.", "fc2.")):
-        return dasv_key, "same"
-    if dasv_key.startswith("bn2."):
-        return "b2." + dasv_key[4:], "same"
-    if dasv_key.startswith("pre."):
-        return "preLayer." + dasv_key[4:], "same"
-    if dasv_key == "am_softmax.weight":
-        return "predictionLayer.W", "transpose"
-    if dasv_key == "pooling.utterance.query":
-        return "poolingLayer.utteranceAttention.query", "transpose"
-    if dasv_key == "pooling.head_query":
-        return "poolingLayer.headsAttention.att", "column"
-    if dasv_key == "pooling.query":
-        return ("poolingLayer.att", "column") if pooling == "Attention" else ("poolingLayer.query", "transpose")
-    raise KeyError(dasv_key)
-
-
-def _original_shape(dasv_shape: tuple[int, ...], layout: str) -> list[int]:
-    if layout == "transpose":
-        return list(reversed(dasv_shape))
-    if layout == "column":
-        return [*dasv_shape, 1]
-    return list(dasv_shape)
 
 
 def _features_recipe() -> dict[str, Any] | None:
@@ -264,12 +164,12 @@ def _features_recipe() -> dict[str, Any] | None:
 def convert_original(path: str | Path) -> dict[str, Any]:
     """An original `.chkpt` as a dasv checkpoint dict (numerics="original"), ready for save_checkpoint.
 
-    Every tensor is checked against the shape the settings imply; a mismatch names the key.
+    Every tensor is checked against the shape the settings imply; a mismatch names the key. Whether
+    dasv can build the network of those settings is for whoever builds it (ModelConfig says).
     """
     import torch
 
     from dasv_cli.io.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-    from dasv_cli.model.network import ModelConfig, SpeakerNet
 
     path = Path(path)
     data = load_original(path)
@@ -278,57 +178,19 @@ def convert_original(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: 'model' is not a state dict of tensors")
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in raw.items()}
     settings = _settings_dict(data.get("settings"), path)
-    fields = _infer_config(sd, settings, path)
-    try:
-        cfg = ModelConfig(**fields)
-    except ValueError as exc:
-        raise InputError(f"{path}: unsupported network settings: {exc}") from None
-    with torch.device("meta"):
-        expected = SpeakerNet(cfg).state_dict()
-
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for key, ref in expected.items():
-        src, layout = _source_key(key, cfg.pooling)
-        if src not in sd:
-            if src.endswith("num_batches_tracked"):  # absent in checkpoints of very old torch
-                state[key] = torch.zeros((), dtype=torch.long)
-                continue
-            raise InputError(f"{path}: state dict has no '{src}' (needed for {cfg.front_end}/{cfg.pooling})")
-        want = _original_shape(tuple(ref.shape), layout)
-        tensor = sd[src]
-        if list(tensor.shape) != want:
-            raise InputError(
-                f"{path}: tensor '{src}' has shape {list(tensor.shape)}, expected {want} for "
-                f"{cfg.front_end} K={cfg.kernel_size} {cfg.pooling} heads={cfg.heads} embedding={cfg.embedding_size}"
-            )
-        if layout == "transpose":
-            tensor = tensor.t()
-        elif layout == "column":
-            tensor = tensor.reshape(-1)
-        state[key] = tensor.detach().to(dtype=ref.dtype).contiguous().clone()
-        used.add(src)
-
-    e = cfg.embedding_size
-    for key in sorted(set(sd) - used):
-        if key.startswith(_DROPPED_PREFIXES):
-            t = sd[key]
-            if t.dim() == 1 and t.shape[0] != e:
-                raise InputError(f"{path}: tensor '{key}' has shape {list(t.shape)}, expected [{e}]")
-            continue
-        raise InputError(f"{path}: unexpected tensor '{key}' in the state dict (not part of the original network)")
-
+    cfg = infer_config(sd, settings, path)
+    state = map_state(sd, cfg, path)
     norm = settings.get("normalization", "cmn")
     if norm not in ("cmn", "cmvn"):
         norm = "cmn"
-    plain_settings = {k: _plain(v) for k, v in settings.items()}
+    plain_settings = {k: _setting(v) for k, v in settings.items()}
     step = data.get("step")
     epoch = data.get("epoch")
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": {
-            "model": cfg.to_dict(),
+            "model": cfg,
             "train": {"original_settings": plain_settings},
             "features": {"norm": norm, "recipe": _features_recipe()},
         },

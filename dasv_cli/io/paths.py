@@ -14,11 +14,18 @@ def require_file(path: str | Path, expected: str, missing: str = "no such file")
     `expected` completes "is a directory, expected ..." (e.g. "a list file"); `missing` replaces
     "no such file" where a hint helps (e.g. "no such embedding table (make one with `dasv embed`)").
     """
+    p = refuse_directory(path, expected)
+    if not p.exists():
+        raise InputError(f"{path}: {missing}")
+    return p
+
+
+def refuse_directory(path: str | Path, expected: str) -> Path:
+    """`path` as a Path unless it is a directory: then `X: is a directory, expected <expected>`
+    (for inputs, and for outputs that must not land inside a directory named by mistake)."""
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{path}: is a directory, expected {expected}")
-    if not p.exists():
-        raise InputError(f"{path}: {missing}")
     return p
 
 

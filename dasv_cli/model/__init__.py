@@ -3,31 +3,43 @@
     from dasv_cli.model import ModelConfig, SpeakerNet
     net = SpeakerNet(ModelConfig())          # the paper's network, 21.5 M parameters
     emb = net.eval()(feats)                  # feats [batch, frames >= 16, 80] -> [batch, 400]
+
+ModelConfig (model/config.py) needs no torch; the torch parts are imported on first use, so the CLI
+can read the network options without paying for torch at start-up.
 """
 
-from dasv_cli.model.frontends import VGGFrontEnd, build_front_end
-from dasv_cli.model.margin import AMSoftmax, annealing_alpha
-from dasv_cli.model.network import ModelConfig, SpeakerNet, count_parameters, describe
-from dasv_cli.model.pooling import (
-    AttentionPooling,
-    DoubleMHAPooling,
-    MultiHeadAttentionPooling,
-    StatisticalPooling,
-    build_pooling,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AMSoftmax",
-    "AttentionPooling",
-    "DoubleMHAPooling",
-    "ModelConfig",
-    "MultiHeadAttentionPooling",
-    "SpeakerNet",
-    "StatisticalPooling",
-    "VGGFrontEnd",
-    "annealing_alpha",
-    "build_front_end",
-    "build_pooling",
-    "count_parameters",
-    "describe",
-]
+import importlib
+from typing import Any
+
+from dasv_cli.model.config import ModelConfig
+
+_TORCH_PARTS = {
+    "AMSoftmax": "margin",
+    "AAMSoftmax": "margin",
+    "build_margin": "margin",
+    "annealing_alpha": "margin",
+    "VGGFrontEnd": "frontends",
+    "build_front_end": "frontends",
+    "SpeakerNet": "network",
+    "count_parameters": "network",
+    "kaiming_init": "network",
+    "describe": "network",
+    "AttentionPooling": "pooling",
+    "DoubleMHAPooling": "pooling",
+    "MultiHeadAttentionPooling": "pooling",
+    "StatisticalPooling": "pooling",
+    "build_pooling": "pooling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-backed names, imported from their module when first asked for."""
+    module = _TORCH_PARTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+__all__ = ["ModelConfig", *_TORCH_PARTS]

@@ -9,29 +9,11 @@ which its pooling weights expect.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-FRONT_ENDS = {"VGG3L": 3, "VGG4L": 4}
-
-
-def front_end_blocks(name: str) -> int:
-    """Number of conv blocks of a named front-end (ValueError for an unknown name)."""
-    try:
-        return FRONT_ENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown front-end {name!r}; choose one of {', '.join(FRONT_ENDS)}") from None
-
-
-def output_frames(frames: int, blocks: int) -> int:
-    """Frames left after `blocks` ceil-mode 2x pools."""
-    for _ in range(blocks):
-        frames = math.ceil(frames / 2)
-    return frames
-
+from dasv_cli.model.config import front_end_blocks, output_frames
 
 class VGGFrontEnd(nn.Module):
     """`blocks` VGG blocks over a one-channel (time x frequency) image of log-mel features.

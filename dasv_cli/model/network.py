@@ -1,4 +1,4 @@
-"""SpeakerNet: front-end -> pooling -> FC block -> embedding, and AM-Softmax logits for training.
+"""SpeakerNet: front-end -> pooling -> FC block -> embedding, and margin softmax logits for training.
 
 The network of "Double Multi-Head Attention for Speaker Verification" (India, Safari, Hernando;
 ICASSP 2021, arXiv 2007.13199) and the baselines it was compared with. `ModelConfig` defaults are
@@ -8,112 +8,23 @@ m=0.4, 5,994 VoxCeleb2 speakers): 21.5 M parameters.
 FC block, `numerics="paper"`:     e1 = BN1(ReLU(FC1(p)));  embedding = BN2(ReLU(FC2(e1)))
 FC block, `numerics="original"`:  e1 = ReLU(FC1(p));       embedding = BN2(ReLU(FC2(e1)))
 (the original code defines BN1 but never applies it; it also defines a third BatchNorm it never uses,
-which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax.
+which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax (or AAM-Softmax,
+`margin_type="aam"`); `init="kaiming"` re-draws the conv and linear weights He-normal.
 The numerics also set the MHA score scaling and the head-drop rate (see pooling.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dasv_cli.model.frontends import FRONT_ENDS, build_front_end, front_end_blocks, output_frames
-from dasv_cli.model.margin import AMSoftmax
-from dasv_cli.model.pooling import NUMERICS, POOLINGS, build_pooling
-
-
-@dataclass
-class ModelConfig:
-    """Network hyper-parameters; the defaults are the paper's setup (with the original code's numerics)."""
-
-    front_end: str = "VGG4L"  # VGG3L | VGG4L
-    kernel_size: int = 1024  # K: channels of the last conv block
-    pooling: str = "DoubleMHA"  # DoubleMHA | MHA | Attention | Statistical
-    heads: int = 32  # heads of MHA / Double MHA
-    mask_prob: float = 0.3  # Double MHA head-drop probability (training only)
-    embedding_size: int = 400
-    n_mels: int = 80
-    num_speakers: int = 5994  # training classes (VoxCeleb2 dev in the paper)
-    scale: float = 30.0  # AM-Softmax s
-    margin: float = 0.4  # AM-Softmax m
-    annealing: bool = False  # the original tool's margin annealing
-    # paper | original. The original code's numerics are the default: on the real-speech benchmark
-    # (bench/train_real.py --steps 400 / 1000) they reached a lower EER and minDCF at equal updates.
-    numerics: str = "original"
-
-    def __post_init__(self) -> None:
-        front_end_blocks(self.front_end)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.numerics not in NUMERICS:
-            raise ValueError(f"unknown numerics {self.numerics!r}; choose 'paper' or 'original'")
-        for name in ("kernel_size", "heads", "embedding_size", "n_mels", "num_speakers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-            setattr(self, name, int(value))
-        for name in ("mask_prob", "scale", "margin"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            setattr(self, name, float(value))
-        self.annealing = bool(self.annealing)
-        divisor = 2 ** (FRONT_ENDS[self.front_end] - 1)
-        if self.kernel_size % divisor:
-            raise ValueError(f"kernel_size {self.kernel_size} must be a multiple of {divisor} for {self.front_end}")
-        if self.pooling in ("DoubleMHA", "MHA") and self.frame_size % self.heads:
-            raise ValueError(
-                f"{self.heads} heads do not divide the frame vector size {self.frame_size} "
-                f"(K={self.kernel_size} x {self.frame_size // self.kernel_size} bands)"
-            )
-        if not 0.0 <= float(self.mask_prob) < 1.0:
-            raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
-        if not float(self.scale) > 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-
-    @property
-    def blocks(self) -> int:
-        return FRONT_ENDS[self.front_end]
-
-    @property
-    def frame_size(self) -> int:
-        """D: size of the front-end's frame vectors, K x ceil(n_mels / 2^blocks)."""
-        return self.kernel_size * output_frames(self.n_mels, self.blocks)
-
-    @property
-    def pooled_size(self) -> int:
-        """Size of the pooling output."""
-        if self.pooling == "DoubleMHA":
-            return self.frame_size // self.heads
-        if self.pooling == "Statistical":
-            return 2 * self.frame_size
-        return self.frame_size
-
-    @property
-    def min_frames(self) -> int:
-        """Shortest input (frames) the front-end accepts: one frame vector after all pools."""
-        return 2**self.blocks
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """From a plain dict (a checkpoint's config["model"]); unknown keys -> ValueError."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
+from dasv_cli.model.config import ModelConfig, output_frames
+from dasv_cli.model.frontends import build_front_end
+from dasv_cli.model.margin import build_margin
+from dasv_cli.model.pooling import build_pooling
 
 
 class SpeakerNet(nn.Module):
@@ -131,7 +42,10 @@ class SpeakerNet(nn.Module):
         self.fc2 = nn.Linear(e, e)
         self.bn2 = nn.BatchNorm1d(e)
         self.pre = nn.Linear(e, e)
-        self.am_softmax = AMSoftmax(e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing)
+        self.am_softmax = build_margin(cfg.margin_type, e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing,
+                                       cfg.margin_warmup)
+        if cfg.init == "kaiming":
+            kaiming_init(self)
 
     @property
     def min_frames(self) -> int:
@@ -176,6 +90,16 @@ class SpeakerNet(nn.Module):
         return self.am_softmax(self.pre(embeddings), labels, step)
 
 
+def kaiming_init(net: nn.Module) -> None:
+    """He-normal weights (fan-out, ReLU gain) and zero biases for every convolution and linear layer,
+    as ResNet and WeSpeaker initialise; BatchNorm and the margin classifier keep their own."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
@@ -211,4 +135,4 @@ def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
     }
 
 
-__all__ = ["ModelConfig", "SpeakerNet", "count_parameters", "describe"]
+__all__ = ["SpeakerNet", "kaiming_init", "count_parameters", "describe"]

@@ -24,16 +24,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-NUMERICS = ("paper", "original")
-POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical")
-
-
-def _check_numerics(numerics: str) -> str:
-    if numerics not in NUMERICS:
-        raise ValueError(f"unknown numerics {numerics!r}; choose 'paper' or 'original'")
-    return numerics
+from dasv_cli.model.config import DEFAULT_NUMERICS, POOLINGS, check_numerics
 
 
 def _fp32(t: torch.Tensor) -> torch.Tensor:
@@ -55,11 +47,11 @@ class StatisticalPooling(nn.Module):
     noise added to the frames in training.
     """
 
-    def __init__(self, input_size: int, numerics: str = "paper", eps: float = 1e-4) -> None:
+    def __init__(self, input_size: int, numerics: str = DEFAULT_NUMERICS, eps: float = 1e-4) -> None:
         super().__init__()
         self.input_size = input_size
         self.output_size = 2 * input_size
-        self.numerics = _check_numerics(numerics)
+        self.numerics = check_numerics(numerics)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +93,7 @@ class MultiHeadAttentionPooling(nn.Module):
     sqrt(heads) ("original"). Output: the head contexts concatenated, [B, D].
     """
 
-    def __init__(self, input_size: int, heads: int, numerics: str = "paper") -> None:
+    def __init__(self, input_size: int, heads: int, numerics: str = DEFAULT_NUMERICS) -> None:
         super().__init__()
         if heads < 1 or input_size % heads:
             raise ValueError(f"frame vector size {input_size} is not divisible by {heads} heads")
@@ -109,7 +101,7 @@ class MultiHeadAttentionPooling(nn.Module):
         self.heads = heads
         self.head_size = input_size // heads
         self.output_size = input_size
-        self.numerics = _check_numerics(numerics)
+        self.numerics = check_numerics(numerics)
         self.scale = math.sqrt(self.head_size if numerics == "paper" else heads)
         self.query = nn.Parameter(torch.empty(heads, self.head_size))
         _xavier_normal_(self.query, heads, self.head_size)
@@ -140,7 +132,7 @@ class DoubleMHAPooling(nn.Module):
     the softmax is always defined. Eval mode is deterministic (no dropping).
     """
 
-    def __init__(self, input_size: int, heads: int, mask_prob: float = 0.3, numerics: str = "paper") -> None:
+    def __init__(self, input_size: int, heads: int, mask_prob: float = 0.3, numerics: str = DEFAULT_NUMERICS) -> None:
         super().__init__()
         if not 0.0 <= mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in [0, 1), got {mask_prob}")
@@ -191,7 +183,7 @@ class DoubleMHAPooling(nn.Module):
 
 
 def build_pooling(
-    name: str, input_size: int, heads: int = 32, mask_prob: float = 0.3, numerics: str = "paper"
+    name: str, input_size: int, heads: int = 32, mask_prob: float = 0.3, numerics: str = DEFAULT_NUMERICS
 ) -> nn.Module:
     """A pooling by name: DoubleMHA, MHA, Attention or Statistical (each has .output_size)."""
     if name == "DoubleMHA":

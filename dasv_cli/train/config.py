@@ -1,7 +1,10 @@
 """Training configuration: one dataclass whose defaults are the paper's recipe, filled from TOML and flags.
 
-Resolution order (later wins): the defaults below, then `--config FILE.toml` (or `./dasv.toml` when
-no `--config` is given and the file exists), then the command-line flags the user actually typed.
+Resolution order (later wins): the defaults below (the paper's recipe), then the preset of
+`--recipe` (`paper`: nothing changes; `modern`: RECIPES below), then `--config FILE.toml` (or
+`./dasv.toml` when no `--config` is given and the file exists), then the command-line flags the user
+actually typed. So flags > toml > recipe > defaults: `--recipe modern --margin 0.3` is the modern
+recipe with another margin, and `recipe = "modern"` may itself sit in the TOML file.
 Relative paths in a TOML file are taken relative to that file's directory, so a prepared directory
 with a `dasv.toml` trains with `dasv train --gpus 2` from anywhere inside it.
 
@@ -17,26 +20,43 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli.errors import InputError, UsageError
+from dasv_cli.io.paths import require_file
+from dasv_cli.model import config as model_config
+from dasv_cli.train.recipe import RECIPE_NAMES, recipe_values
+from dasv_cli.train.schedule import SCHEDULES
 
-FRONT_ENDS = ("VGG3L", "VGG4L")
-POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical")
 OPTIMIZERS = ("Adam", "SGD", "RMSprop")
 NORMS = ("cmn", "cmvn", "none")
 PRECISIONS = ("fp32", "bf16")
-NUMERICS = ("paper", "original")
 
 # Fields that are file-system paths (resolved against the TOML file's directory).
 PATH_FIELDS = ("train_labels", "features", "valid_clients", "valid_impostors", "valid_trials",
-               "valid_features", "out")
+               "valid_features", "out", "init_from")
 
-# Fields that define the network: a resumed run must keep them.
-MODEL_FIELDS = ("front_end", "kernel_size", "heads", "embedding_size", "pooling", "mask_prob",
-                "scale", "margin", "annealing", "numerics")
+# The network options a run takes from its flags: every ModelConfig option but the two that come
+# from the data (bands from the feature store, speakers from the labels). A resumed run keeps them.
+NETWORK_OPTIONS = model_config.options("shape", "training")
+MODEL_FIELDS = tuple(f.name for f in NETWORK_OPTIONS)
 
 DEFAULT_TOML = "dasv.toml"
 
 
+def _with_network_options(cls: type) -> type:
+    """Give the class ModelConfig's network options as its own fields, after `out` (so they sit in
+    the same flat namespace as every other option: TOML keys, flags, the checkpoint's config)."""
+    notes: dict[str, Any] = {}
+    for name, kind in cls.__annotations__.items():
+        notes[name] = kind
+        if name == "out":
+            for f in NETWORK_OPTIONS:
+                notes[f.name] = f.type
+                setattr(cls, f.name, dataclasses.field(default=f.default, metadata=f.metadata))
+    cls.__annotations__ = notes
+    return cls
+
+
 @dataclass
+@_with_network_options
 class TrainConfig:
     """Everything `dasv train` needs; defaults are the paper's (India et al., ICASSP 2021)."""
 
@@ -48,25 +68,22 @@ class TrainConfig:
     valid_trials: str | None = None
     valid_features: str | None = None
     out: str | None = None
-    # network
-    front_end: str = "VGG4L"
-    kernel_size: int = 1024
-    heads: int = 32
-    embedding_size: int = 400
-    pooling: str = "DoubleMHA"
-    mask_prob: float = 0.3
-    scale: float = 30.0
-    margin: float = 0.4
-    annealing: bool = False
-    numerics: str = "original"  # measured better than "paper" by bench/train_real.py (see ModelConfig)
+    init_from: str | None = None  # a checkpoint whose weights start this (new) run
+    recipe: str = "paper"  # paper | modern: a preset of the options below (RECIPES)
+    # network: ModelConfig's options are inserted here (front_end, kernel_size, ..., numerics)
     # examples
     window_seconds: float = 3.5
     random_slicing: bool = False
     norm: str = "cmn"
+    augmented: bool = False  # also draw from the stored augmented copies (KEY#KIND) of the training keys
+    spec_augment: bool = False  # SpecAugment time and frequency masks on every training batch
     # optimisation
     optimizer: str = "Adam"
     learning_rate: float = 1e-4
     weight_decay: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine | exponential (to min_lr_ratio at max_steps)
+    lr_warmup: int = 0  # updates of linear LR warm-up
+    min_lr_ratio: float = 0.01  # the decayed LR at max_steps, as a fraction of learning_rate
     batch_size: int = 64
     grad_accumulation: int = 2
     max_epochs: int = 1_000_000
@@ -108,18 +125,21 @@ class TrainConfig:
 
     def check(self) -> None:
         """Option values that cannot work: one-line UsageError each."""
-        choices = {"front_end": FRONT_ENDS, "pooling": POOLINGS, "optimizer": OPTIMIZERS,
-                   "norm": NORMS, "precision": PRECISIONS, "numerics": NUMERICS}
+        choices = {f.name: f.metadata["choices"] for f in NETWORK_OPTIONS if f.metadata["choices"]}
+        choices.update(optimizer=OPTIMIZERS, norm=NORMS, precision=PRECISIONS, recipe=RECIPE_NAMES,
+                       lr_schedule=SCHEDULES)
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
-        positive = ("kernel_size", "heads", "embedding_size", "batch_size", "grad_accumulation",
-                    "max_epochs", "print_every", "validate_every", "save_every", "max_nonfinite")
+        # network sizes (every integer network option) and counts must be positive
+        positive = [f.name for f in NETWORK_OPTIONS if f.type == "int" and f.name != "margin_warmup"]
+        positive += ["batch_size", "grad_accumulation", "max_epochs", "print_every", "validate_every",
+                     "save_every", "max_nonfinite"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        for name in ("max_steps", "workers", "gpus", "procs", "lr_patience"):
+        for name in ("max_steps", "workers", "gpus", "procs", "lr_patience", "lr_warmup", "margin_warmup"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
         if self.early_stopping < -1:
@@ -132,6 +152,12 @@ class TrainConfig:
             raise UsageError(f"--window-seconds must be positive (got {self.window_seconds})")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if not 0.0 < self.min_lr_ratio <= 1.0:
+            raise UsageError(f"--min-lr-ratio must be in (0, 1] (got {self.min_lr_ratio})")
+        if self.lr_schedule != "constant" and not self.max_steps:
+            raise UsageError(f"--lr-schedule {self.lr_schedule} decays until --max-steps; give --max-steps")
+        if self.lr_schedule != "constant" and self.lr_warmup >= self.max_steps:
+            raise UsageError(f"--lr-warmup {self.lr_warmup} leaves no update to decay over (--max-steps {self.max_steps})")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must not be negative (got {self.weight_decay})")
         if self.gpus and self.procs:
@@ -206,11 +232,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     Unknown keys and wrongly typed values are one-line errors naming the file (and the key).
     Relative paths are resolved against the file's directory.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such config file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a TOML config file")
+    path = require_file(path, "a TOML config file", "no such config file")
     toml = _load_toml_module()
     if toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise InputError(f"{path}: reading TOML needs Python >= 3.11 or the 'tomli' package (pip install tomli)")
@@ -252,7 +274,7 @@ def _closest(name: str, known: set[str]) -> str | None:
 
 def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None,
                    cwd: str | Path | None = None) -> tuple[TrainConfig, Path | None]:
-    """Defaults <- TOML (`config_file`, else `cwd/dasv.toml` when present) <- flags that were given.
+    """Defaults <- recipe <- TOML (`config_file`, else `cwd/dasv.toml` when present) <- flags given.
 
     `flags` holds only the options the user typed (None values are ignored). Returns the config and
     the TOML file that was read (or None).
@@ -270,6 +292,9 @@ def resolve_config(flags: dict[str, Any], config_file: str | Path | None = None,
             raise AssertionError(f"unknown flag field {name}")  # pragma: no cover - programming error
         if value is not None:
             values[name] = value
+    if not values.get("resume"):  # a resumed run keeps its stored (already resolved) options
+        preset = recipe_values(values.get("recipe", "paper"), int(values.get("max_steps", 0)))
+        values = {**preset, **values}
     cfg = TrainConfig(**values)
     cfg.check()
     return cfg, source
@@ -295,14 +320,9 @@ def format_config(cfg: TrainConfig, source: Path | None = None) -> str:
 
 
 def model_config_dict(cfg: TrainConfig, num_speakers: int, n_mels: int = 80) -> dict[str, Any]:
-    """The ModelConfig fields (network contract) from the training options."""
-    return {
-        "front_end": cfg.front_end, "kernel_size": cfg.kernel_size, "pooling": cfg.pooling,
-        "heads": cfg.heads, "mask_prob": cfg.mask_prob, "embedding_size": cfg.embedding_size,
-        "n_mels": n_mels, "num_speakers": num_speakers, "scale": cfg.scale, "margin": cfg.margin,
-        "annealing": cfg.annealing, "numerics": cfg.numerics,
-    }
+    """The ModelConfig fields (network contract): the run's network options and the data's sizes."""
+    return {**{name: getattr(cfg, name) for name in MODEL_FIELDS}, "n_mels": n_mels, "num_speakers": num_speakers}
 
 
 __all__ = ["TrainConfig", "read_toml", "resolve_config", "config_from_dict", "format_config",
-           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "PATH_FIELDS"]
+           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "NETWORK_OPTIONS", "PATH_FIELDS"]

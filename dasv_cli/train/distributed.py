@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from dasv_cli import progress
+from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, DasvError, UsageError
+from dasv_cli.io.atomic import write_text_atomic
 from dasv_cli.train.config import TrainConfig, config_from_dict
+from dasv_cli.train.ranks import RunContext
 
 PG_TIMEOUT = timedelta(minutes=60)  # rank 0 validates while the others wait at a collective
 _ELASTIC_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
@@ -43,13 +46,14 @@ def under_torchrun() -> bool:
 
 
 def _backend_and_device(cfg: TrainConfig, local_rank: int) -> tuple[str, str]:
+    """gloo on CPUs; NCCL with one GPU per local rank for --gpus, or when --device finds a GPU."""
     import torch
 
     if cfg.procs or cfg.device == "cpu":
         return "gloo", "cpu"
-    if cfg.gpus or (cfg.device in ("auto", "cuda") and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UsageError("--gpus: no CUDA device is available (use --procs N to train with CPU processes)")
+    if cfg.gpus and not torch.cuda.is_available():
+        raise UsageError("--gpus: no CUDA device is available (use --procs N to train with CPU processes)")
+    if cfg.gpus or resolve_device(cfg.device).startswith("cuda"):
         return "nccl", f"cuda:{local_rank}"
     return "gloo", "cpu"
 
@@ -65,8 +69,6 @@ def _join(cfg: TrainConfig):
     """Join the process group described by the environment; returns the RunContext."""
     import torch
     import torch.distributed as dist
-
-    from dasv_cli.train.loop import RunContext
 
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
@@ -94,8 +96,11 @@ def _leave() -> None:
         pass
 
 
-def run_rank(cfg: TrainConfig) -> int:
-    """This process is one rank (under torchrun or started by `launch`): join, train, leave."""
+def run_rank(cfg: TrainConfig, data: Any = None) -> int:
+    """This process is one rank (under torchrun or started by `launch`): join, train, leave.
+
+    `data` is the launcher's checked TrainData (its store index included), so a launched rank does
+    not read and check the inputs again; under an external torchrun each rank prepares its own."""
     from dasv_cli.train.loop import train
 
     _exit_on_sigterm()
@@ -103,7 +108,7 @@ def run_rank(cfg: TrainConfig) -> int:
     if ctx.rank != 0:
         progress.set_quiet(True)
     try:
-        result = train(cfg, ctx)
+        result = train(cfg, ctx, data)
         return result.exit_code
     finally:
         _leave()
@@ -127,12 +132,12 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool) -> int:
+def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool, data: Any = None) -> int:
     """What each launched rank runs (module-level so the spawn start method can pickle it)."""
     rank = os.environ.get("RANK", "?")
     progress.set_quiet(quiet)
     try:
-        code = run_rank(config_from_dict(cfg_dict))
+        code = run_rank(config_from_dict(cfg_dict), data)
     except DasvError as exc:
         _write_error(err_dir, rank, exc.message, exc.exit_code)
         sys.exit(exc.exit_code)
@@ -157,12 +162,11 @@ def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool
 
 
 def _write_error(err_dir: str, rank: str, message: str, code: int) -> None:
+    """This rank's error for the launcher (atomic: the launcher may read while ranks are failing)."""
+    record = json.dumps({"time": time.time(), "rank": rank, "message": message, "code": code})
     try:
-        path = Path(err_dir) / f"rank{rank}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "rank": rank, "message": message, "code": code}))
-        os.replace(tmp, path)
-    except OSError:  # pragma: no cover - the exit code still tells the launcher
+        write_text_atomic(Path(err_dir) / f"rank{rank}.json", "the rank's error", lambda fh: fh.write(record))
+    except DasvError:  # pragma: no cover - the exit code still tells the launcher
         pass
 
 
@@ -180,8 +184,10 @@ def _first_error(err_dir: str) -> dict | None:
     return min(pool, key=lambda e: e.get("time", 0.0)) if pool else None
 
 
-def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
-    """Start `nproc` local ranks with elastic_launch and wait; returns the exit code."""
+def launch(cfg: TrainConfig, nproc: int, debug: bool = False, data: Any = None) -> int:
+    """Start `nproc` local ranks with elastic_launch and wait; returns the exit code.
+
+    `data` (the checked TrainData) travels to every rank with the launch arguments: one index per run."""
     import uuid
 
     import torch
@@ -217,7 +223,7 @@ def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
     handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT]
     old_handlers = {sig: signal.getsignal(sig) for sig in handled}
     try:
-        results = elastic_launch(launch_cfg, _rank_entry)(cfg.to_dict(), err_dir, debug, progress.is_quiet())
+        results = elastic_launch(launch_cfg, _rank_entry)(cfg.to_dict(), err_dir, debug, progress.is_quiet(), data)
     except ChildFailedError as exc:
         err = _first_error(err_dir)
         if err is None:
@@ -242,15 +248,17 @@ def launch(cfg: TrainConfig, nproc: int, debug: bool = False) -> int:
 
 def run_training(cfg: TrainConfig, debug: bool = False) -> int:
     """Train as configured (one process, N local ranks, or one rank of an external torchrun)."""
-    from dasv_cli.train.loop import check_output, prepare_data, train
+    from dasv_cli.train.inputs import prepare_data
+    from dasv_cli.train.loop import train
+    from dasv_cli.train.state import check_output
 
     if under_torchrun():
         return run_rank(cfg)
     nproc = cfg.gpus or cfg.procs
     if nproc > 1:
-        prepare_data(cfg, nproc)  # fail fast, once, before any process starts
+        data = prepare_data(cfg, nproc)  # fail fast, once, before any process starts
         check_output(cfg)
-        return launch(cfg, nproc, debug)
+        return launch(cfg, nproc, debug, data)
     if cfg.gpus == 1 and cfg.device == "auto":
         cfg.device = "cuda"
     return train(cfg).exit_code

@@ -6,15 +6,14 @@ so the examples do not depend on the number of workers, every rank can compute e
 share (each rank takes a disjoint slice of the same permutation), and a resumed run re-creates the
 epoch's plan and skips the batches already used without reading them.
 
-Only the window's frames are read (`FeatureStore.window`); an utterance shorter than the window is
+Only the window's frames are read (`FeatureStore.read_windows`, a batch at a time); an utterance shorter than the window is
 repeated (tiled) to fill it. Each example is normalised with the utterance's stored statistics
-(`FeatureStore.stats`: the whole utterance's mean/std, as the original tool normalised whole files).
+(`FeatureStore.read_stats`: the whole utterance's mean/std, as the original tool normalised whole files).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import signal
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -117,36 +116,37 @@ def tile_to(feats: np.ndarray, frames: int) -> np.ndarray:
 class WindowDataset:
     """Map-style dataset over (utterance index, start, frames) -> (normalised window, label).
 
-    Holds only the store's path; each process (main or loader worker) opens its own FeatureStore on
-    first use, so nothing HDF5 crosses a fork.
+    Holds the run's FeatureStore (its flat index is built once, in the main process, and crosses the
+    fork to loader workers as a few numpy buffers; HDF5 handles are per process) and the store row of
+    each example, so a worker never looks a key up. A batch is read in one `__getitems__` call, in
+    shard/offset order (FeatureStore.read_windows); its examples equal `__getitem__`'s one by one.
     """
 
     def __init__(self, store_path: str, keys: Sequence[str], labels: Sequence[int],
-                 lengths: Sequence[int], norm: str = "cmn") -> None:
+                 lengths: Sequence[int], norm: str = "cmn", store=None, rows: np.ndarray | None = None) -> None:
         self.store_path = str(store_path)
-        self.keys = list(keys)
+        self.keys = keys if isinstance(keys, list) else list(keys)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.norm = norm
-        self._store = None
-        self._pid = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_store"] = None
-        state["_pid"] = None
-        return state
+        self._store = store
+        self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def store(self):
-        if self._store is None or self._pid != os.getpid():
+        if self._store is None:
             from dasv_cli.io.store.reader import FeatureStore
 
             self._store = FeatureStore(self.store_path)
-            self._pid = os.getpid()
         return self._store
+
+    def rows(self) -> np.ndarray:
+        """The store row of every example (looked up once)."""
+        if self._rows is None:
+            self._rows = self.store().rows(self.keys)
+        return self._rows
 
     def read(self, i: int, start: int, frames: int) -> np.ndarray:
         """The raw window (tiled when the utterance is shorter), float32 [frames, n_mels]."""
@@ -170,16 +170,42 @@ class WindowDataset:
             feats = normalise(feats, mean, std, self.norm)
         return np.ascontiguousarray(feats, dtype=np.float32), int(self.labels[i])
 
+    def __getitems__(self, items: list[tuple[int, int, int]]) -> "WindowBatch":
+        """A whole batch (DataLoader calls this with the sampler's list): one batched read."""
+        from dasv_cli.dsp.logmel import normalise
+
+        index = np.fromiter((it[0] for it in items), dtype=np.int64, count=len(items))
+        starts = np.fromiter((it[1] for it in items), dtype=np.int64, count=len(items))
+        frames = {int(it[2]) for it in items}
+        if len(frames) != 1:
+            raise ValueError(f"a batch holds windows of one length, got {sorted(frames)}")
+        store = self.store()
+        rows = self.rows()[index]
+        feats = store.read_windows(rows, starts, frames.pop())
+        if self.norm != "none":
+            mean, std = store.read_stats(rows)
+            feats = normalise(feats, mean, std, self.norm)
+        return WindowBatch(np.ascontiguousarray(feats, dtype=np.float32), self.labels[index])
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-            self._store = None
 
 
-def collate_windows(items: list[tuple[np.ndarray, int]]):
+@dataclass
+class WindowBatch:
+    """A batch read at once: feats float32 [B, T, F], labels int64 [B]."""
+
+    feats: np.ndarray
+    labels: np.ndarray
+
+
+def collate_windows(items: "list[tuple[np.ndarray, int]] | WindowBatch"):
     """Stack equal-length windows into (feats float32 [B, T, F], labels int64 [B]) tensors."""
     import torch
 
+    if isinstance(items, WindowBatch):
+        return torch.from_numpy(items.feats), torch.from_numpy(items.labels.astype(np.int64))
     feats = torch.from_numpy(np.stack([x for x, _ in items]))
     labels = torch.as_tensor([y for _, y in items], dtype=torch.int64)
     return feats, labels

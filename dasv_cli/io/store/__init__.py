@@ -3,7 +3,8 @@
     layout.py    names, attrs and checks of a shard; the recipe policy (check_recipe)
     lock.py      StoreLock: one writer per directory, or one per part (`--part I/N`)
     writer.py    ShardWriter: shards committed atomically, so a rerun resumes; store housekeeping
-    reader.py    FeatureStore: the index in memory (all shards, every part's), windows read from HDF5
+    index.py     StoreIndex: flat arrays (keys sorted, shard/offset/length), cached in DIR/.dasv-index.npz
+    reader.py    FeatureStore: the index in memory (all shards, every part's), a bounded LRU of shards, windows read by pread or HDF5
 
     from dasv_cli.io.store.reader import FeatureStore
     with FeatureStore("features") as store:

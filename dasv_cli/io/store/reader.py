@@ -1,94 +1,136 @@
-"""Reading a feature store: FeatureStore (the index in memory, windows read from HDF5 on demand).
+"""Reading a feature store: FeatureStore (the index as flat arrays, windows read from HDF5 on demand).
 
-Callers see keys, lengths, windows and stats only. The index (key -> shard, row, offset, length) and
-the HDF5 handles are private to this module (`_locate`, `_span`, `_file`), so the index can become
-flat arrays and the handles a bounded cache without any caller changing.
+Callers see keys, lengths, windows and stats only. The index (io.store.index: key -> row; per row
+shard, offset, length) is built once per process at most (cached beside the shards) and crosses a
+fork or a pickle as a few numpy buffers. HDF5 handles are a per-process LRU of at most `max_open`
+shards (derived from the open-file limit). Where a shard's feats/mean/std lie in the file as plain
+blocks (uncompressed, chunks in row order: what ShardWriter writes; checked once, at index time) a
+read is one os.pread of a plain descriptor, so a random window in any of thousands of shards costs
+no HDF5 open; other shards are read through h5py with the datasets kept open.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from dasv_cli.errors import InputError
 from dasv_cli.io.paths import require_dir
-from dasv_cli.io.store.layout import check_shard, list_shards, open_shard
+from dasv_cli.io.store.index import StoreIndex, open_index
+from dasv_cli.io.store.layout import list_shards
+
+MAX_OPEN = 256  # shards one process keeps open at most
+CHUNK_CACHE_BYTES = 1 << 20  # per open file: random windows rarely revisit a chunk
+
+
+def default_max_open() -> int:
+    """At most MAX_OPEN handles, and no more than an eighth of the soft open-file limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_OPEN
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return MAX_OPEN
+    return max(4, min(MAX_OPEN, int(soft) // 8))
+
+
+class _Handle:
+    """One shard of this process: a plain descriptor for pread (feats, mean, std lie in the file as
+    plain blocks: StoreIndex.raw) and, only where that does not hold, the HDF5 file with its datasets
+    kept open (a dataset open costs as much as a read)."""
+
+    __slots__ = ("path", "fd", "_file")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._file: Any = None
+
+    def file(self) -> Any:
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        return self._file
+
+    def pread(self, nbytes: int, offset: int) -> bytes | None:
+        buf = os.pread(self.fd, nbytes, offset)
+        return buf if len(buf) == nbytes else None
+
+    def close(self, hdf5: bool = True) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        if hdf5 and self._file is not None:
+            try:
+                self._file.close()
+            except Exception:
+                pass
+        self._file = None
 
 
 class FeatureStore:
     """Read access to a feature store directory: index in memory, HDF5 opened lazily per process.
 
     Safe after fork (DataLoader workers): handles opened in another process are never reused.
+    `index` may be handed in (a StoreIndex built by another FeatureStore over the same shards).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, index: StoreIndex | None = None, max_open: int | None = None) -> None:
         self.path = Path(path)
         require_dir(self.path, "a feature store (a directory of shard-*.h5)", missing="no such feature store")
-        self._shards = list_shards(self.path)
-        if not self._shards:
-            raise InputError(f"{self.path}: no feature shards (shard-*.h5); create them with `dasv features`")
-        self._index: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
-        self._offsets: list[np.ndarray] = []  # per shard: first frame of each row
-        self._lengths: list[np.ndarray] = []  # per shard: frames of each row
-        self._keys: list[str] = []
-        self._recipe: dict[str, Any] | None = None
-        self._dtype: str | None = None
-        for s, shard in enumerate(self._shards):
-            self._add_shard(s, shard)
-        self._files: dict[int, Any] = {}
+        if index is None:
+            shards = list_shards(self.path)
+            if not shards:
+                raise InputError(f"{self.path}: no feature shards (shard-*.h5); create them with `dasv features`")
+            index = open_index(self.path, shards)
+        self._ix = index
+        self._shards = index.shards
+        self._max_open = int(max_open or default_max_open())
+        self._files: OrderedDict[int, _Handle] = OrderedDict()
         self._pid = os.getpid()
 
-    def _add_shard(self, s: int, shard: Path) -> None:
-        with open_shard(shard) as f:
-            info = check_shard(f, shard)
-            keys = f["keys"].asstr()[()]
-            offsets = f["offsets"][()].astype(np.int64)
-            lengths = f["lengths"][()].astype(np.int64)
-        if self._recipe is None:
-            self._recipe, self._dtype = info["recipe"], info["dtype"]
-        elif info["recipe"] != self._recipe or info["dtype"] != self._dtype:
-            raise InputError(
-                f"{shard}: its feature recipe/dtype differs from {self._shards[0].name}; "
-                f"a store must hold one recipe"
-            )
-        for row, key in enumerate(keys):
-            if key in self._index:
-                other = self._shards[self._index[key][0]].name
-                raise InputError(f"{shard}: key {key!r} is also stored in {other}")
-            self._index[key] = (s, row)
-        self._keys.extend(keys)
-        self._offsets.append(offsets)
-        self._lengths.append(lengths)
+    @property
+    def index(self) -> StoreIndex:
+        """The flat index (for handing to another process or a second FeatureStore)."""
+        return self._ix
 
     # -- process-local handles ------------------------------------------------------------------
-    def _file(self, s: int) -> Any:
+    def _handle(self, s: int) -> _Handle:
         if self._pid != os.getpid():  # forked: never touch the parent's HDF5 handles
-            self._files = {}
+            for inherited in self._files.values():
+                inherited.close(hdf5=False)  # the copied descriptors are this process's to close
+            self._files = OrderedDict()
             self._pid = os.getpid()
-        f = self._files.get(s)
-        if f is None:
-            import h5py
-
-            f = h5py.File(self._shards[s], "r", rdcc_nbytes=4 << 20)
-            self._files[s] = f
-        return f
+        h = self._files.get(s)
+        if h is not None:
+            self._files.move_to_end(s)
+            return h
+        while len(self._files) >= self._max_open:
+            _, old = self._files.popitem(last=False)
+            old.close()
+        h = _Handle(self._shards[s])
+        self._files[s] = h
+        return h
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_files"] = {}
+        state["_files"] = OrderedDict()
         return state
 
     def close(self) -> None:
+        """Close this process's HDF5 handles (the index stays: reads reopen what they need)."""
         if self._pid == os.getpid():
-            for f in self._files.values():
-                try:
-                    f.close()
-                except Exception:
-                    pass
-        self._files = {}
+            for h in self._files.values():
+                h.close()
+        self._files = OrderedDict()
 
     def __enter__(self) -> "FeatureStore":
         return self
@@ -104,26 +146,30 @@ class FeatureStore:
 
     # -- index ------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._ix)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return isinstance(key, str) and self._ix.row(key) >= 0
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._ix.keys())
 
     def keys(self) -> list[str]:
         """Keys in stored order (shard by shard)."""
-        return list(self._keys)
+        return self._ix.keys()
+
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        """int64 row of each key (-1 where absent): what read_windows / read_stats take."""
+        return self._ix.rows(keys)
 
     @property
     def recipe(self) -> dict[str, Any]:
         """The feature recipe (LogMelConfig.to_dict() of the writer)."""
-        return dict(self._recipe or {})
+        return dict(self._ix.recipe or {})
 
     @property
     def dtype(self) -> str:
-        return self._dtype or "float32"
+        return self._ix.dtype or "float32"
 
     @property
     def n_mels(self) -> int:
@@ -133,67 +179,135 @@ class FeatureStore:
     def shards(self) -> list[Path]:
         return list(self._shards)
 
-    def _locate(self, key: str) -> tuple[int, int]:
-        """(shard, row) of `key`."""
-        try:
-            return self._index[key]
-        except KeyError:
-            raise KeyError(f"{key!r} is not in the feature store {self.path}") from None
+    def _row(self, key: str) -> int:
+        row = self._ix.row(key) if isinstance(key, str) else -1
+        if row < 0:
+            raise KeyError(f"{key!r} is not in the feature store {self.path}")
+        return row
 
-    def _span(self, s: int, row: int) -> tuple[int, int]:
-        """(first frame in the shard's `feats`, frames) of a row."""
-        return int(self._offsets[s][row]), int(self._lengths[s][row])
+    def row_lengths(self, rows: np.ndarray) -> np.ndarray:
+        """int64 frames of each row."""
+        return self._ix.length[np.asarray(rows, dtype=np.int64)]
 
     def length(self, key: str) -> int:
         """Frames of utterance `key`."""
-        return self._span(*self._locate(key))[1]
+        return int(self._ix.length[self._row(key)])
 
     def lengths(self) -> dict[str, int]:
         """{key: frames} for every utterance."""
-        return {k: int(self._lengths[s][r]) for k, (s, r) in self._index.items()}
+        return dict(zip(self._ix.keys(), self._ix.length.tolist()))
 
     def total_frames(self) -> int:
-        return int(sum(int(x.sum()) for x in self._lengths))
+        return int(self._ix.length.sum())
 
     # -- data -------------------------------------------------------------------------------
+    def _read(self, row: int, start: int, frames: int) -> np.ndarray:
+        s = int(self._ix.shard[row])
+        off = int(self._ix.offset[row]) + start
+        h = self._handle(s)
+        per = int(self._ix.chunk_rows[s])
+        if per > 0 and frames > 0:
+            raw = self._pread_rows(h, s, per, off, frames)
+            if raw is not None:
+                return raw.astype(np.float32)
+        return np.asarray(h.file()["feats"][off:off + frames], dtype=np.float32)
+
+    def _pread_rows(self, h: _Handle, s: int, per: int, off: int, frames: int) -> np.ndarray | None:
+        """Rows [off, off + frames) of a shard's feats, one pread per run of adjacent chunks."""
+        item = 2 if self.dtype == "float16" else 4
+        row_bytes = self.n_mels * item
+        first, last = off // per, (off + frames - 1) // per
+        where = self._ix.chunks[int(self._ix.chunk_start[s]) + first:int(self._ix.chunk_start[s]) + last + 1]
+        pieces = []
+        lo = off
+        c = 0
+        while c < where.size:  # merge chunks that follow each other in the file into one read
+            d = c
+            while d + 1 < where.size and where[d + 1] == where[d] + per * row_bytes:
+                d += 1
+            end = min(off + frames, (first + d + 1) * per)
+            start_in = (lo - (first + c) * per) * row_bytes
+            buf = h.pread((end - lo) * row_bytes, int(where[c]) + start_in)
+            if buf is None:
+                return None
+            pieces.append(buf)
+            lo, c = end, d + 1
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return np.frombuffer(data, dtype="<f2" if item == 2 else "<f4").reshape(frames, self.n_mels)
+
+    def _stat_row(self, h: _Handle, s: int, which: int, local: int) -> np.ndarray:
+        base = int(self._ix.stats_at[s, which - 1])
+        if base >= 0:
+            buf = h.pread(self.n_mels * 4, base + local * self.n_mels * 4)
+            if buf is not None:
+                return np.frombuffer(buf, dtype="<f4")
+        return h.file()["mean" if which == 1 else "std"][local]
+
     def __getitem__(self, key: str) -> np.ndarray:
         """The whole utterance, float32 [frames, n_mels] (raw log-mel, as stored)."""
-        s, row = self._locate(key)
-        off, n = self._span(s, row)
-        return np.asarray(self._file(s)["feats"][off:off + n], dtype=np.float32)
+        row = self._row(key)
+        return self._read(row, 0, int(self._ix.length[row]))
 
     def window(self, key: str, start: int, frames: int) -> np.ndarray:
         """Frames [start, start + frames) of `key`, float32 [frames, n_mels]; reads only those chunks."""
-        s, row = self._locate(key)
-        off, n = self._span(s, row)
+        row = self._row(key)
+        n = int(self._ix.length[row])
         start, frames = int(start), int(frames)
         if start < 0 or frames < 0 or start + frames > n:
             raise ValueError(f"{key!r}: window [{start}, {start + frames}) outside its {n} frames")
-        return np.asarray(self._file(s)["feats"][off + start:off + start + frames], dtype=np.float32)
+        return self._read(row, start, frames)
+
+    def read_windows(self, rows: np.ndarray, starts: np.ndarray, frames: int) -> np.ndarray:
+        """float32 [B, frames, n_mels]: row i's frames from starts[i] (clamped into the utterance), or
+        the whole utterance tiled when it is shorter; read in shard/offset order, returned in `rows` order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        frames = int(frames)
+        out = np.empty((rows.size, frames, self.n_mels), dtype=np.float32)
+        lengths = self._ix.length[rows]
+        starts = np.minimum(np.maximum(starts, 0), np.maximum(lengths - frames, 0))
+        for i in np.lexsort((self._ix.offset[rows] + starts, self._ix.shard[rows])):
+            row, n = int(rows[i]), int(lengths[i])
+            if n >= frames:
+                out[i] = self._read(row, int(starts[i]), frames)
+            else:
+                out[i] = self._read(row, 0, n)[np.arange(frames) % n]  # tiled, as train.windows.tile_to
+        return out
+
+    def read_stats(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) float32 [B, n_mels] of each row, read in shard/row order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        mean = np.empty((rows.size, self.n_mels), dtype=np.float32)
+        std = np.empty_like(mean)
+        shard = self._ix.shard[rows]
+        local = rows - self._ix.shard_start[shard]
+        for i in np.lexsort((local, shard)):
+            s = int(shard[i])
+            h = self._handle(s)
+            mean[i] = self._stat_row(h, s, 1, int(local[i]))
+            std[i] = self._stat_row(h, s, 2, int(local[i]))
+        return mean, std
 
     def stats(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) over time of the whole utterance, float32 [n_mels] each."""
-        s, row = self._locate(key)
-        f = self._file(s)
-        return (np.asarray(f["mean"][row], dtype=np.float32), np.asarray(f["std"][row], dtype=np.float32))
+        mean, std = self.read_stats(np.array([self._row(key)]))
+        return mean[0], std[0]
 
     def samples(self, key: str) -> int:
         """Samples of the source audio at the recipe's rate."""
-        s, row = self._locate(key)
-        return int(self._file(s)["samples"][row])
+        row = self._row(key)
+        s = int(self._ix.shard[row])
+        return int(self._handle(s).file()["samples"][row - int(self._ix.shard_start[s])])
 
     def summary(self) -> dict[str, Any]:
-        """Utterances, frames, hours of audio, shards, bytes, dtype and recipe of the store."""
+        """Utterances, frames, hours of audio, shards, bytes, dtype and recipe of the store (from the index)."""
         rate = float(self.recipe.get("sample_rate", 16000))
-        total_samples = 0
-        for s in range(len(self._shards)):
-            total_samples += int(np.asarray(self._file(s)["samples"][()], dtype=np.int64).sum())
         size = sum(p.stat().st_size for p in self._shards)
         return {
             "path": str(self.path),
             "utterances": len(self),
             "frames": self.total_frames(),
-            "hours": total_samples / rate / 3600.0,
+            "hours": float(self._ix.shard_samples.sum()) / rate / 3600.0,
             "shards": len(self._shards),
             "bytes": size,
             "dtype": self.dtype,

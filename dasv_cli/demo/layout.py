@@ -131,8 +131,8 @@ def _link_audio(source: Path, link: Path) -> None:
 
 def _write_if_changed(path: Path, text: str) -> None:
     """Keep files (and so their timestamps) that already hold the same text, so reruns reuse work."""
+    from dasv_cli.io.atomic import write_text_atomic
+
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "demo file", lambda fh: fh.write(text))

@@ -1,0 +1,78 @@
+"""`dasv compare`: are two recordings the same speaker? Cosine (and calibrated LLR) of audio files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dasv_cli.cli.options import device_option
+
+EPILOG = """\
+[bold]Examples[/bold]
+
+  dasv compare a.flac b.m4a --model best.pt
+
+  dasv compare a.wav b.wav --model model.onnx --calibration cal.json --prior 0.05
+
+  dasv compare --pairs pairs.txt --model best.pt > cosines.tsv
+
+  dasv compare unknown.flac --speakers speakers.h5 --model best.pt
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", epilog=EPILOG)(compare)
+
+
+def compare(
+    files: Optional[List[str]] = typer.Argument(None, metavar="A B", help="Two audio files (any format dasv reads); one with --speakers.",
+                                                show_default=False),
+    model: Path = typer.Option(..., "--model", "-m", metavar="CKPT|model.onnx",
+                               help="dasv checkpoint (.pt), original .chkpt, or an ONNX model from `dasv export`."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", metavar="FILE|-",
+                                        help="'pathA pathB' lines (TAB-separated when paths have spaces) instead of A B."),
+    speakers: Optional[Path] = typer.Option(None, "--speakers", metavar="FILE.h5",
+                                            help="Rank the speakers enrolled here (`dasv enroll`) against one recording TEST."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", metavar="CAL.json",
+                                               help="Add the LLR and a same/different decision (from `dasv calibrate`)."),
+    prior: float = typer.Option(0.01, "--prior", metavar="P",
+                                help="Target prior of the decision: 'same' where LLR >= -log(P / (1 - P))."),
+    device: str = device_option("For a checkpoint: "),
+) -> None:
+    """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
+
+    With --speakers, one recording TEST is ranked against the enrolled speakers: `name<TAB>cosine`, best first.
+
+    Each file is featurised as `dasv embed --audio` does and embedded once, however many pairs name it.
+    """
+    from dasv_cli.errors import UsageError
+    from dasv_cli.eval.compare import AudioEmbedder, Pair, compare_pairs, read_pairs
+    from dasv_cli.progress import log, stdout_write
+
+    files = files or []
+    if speakers is not None:
+        if len(files) != 1 or pairs is not None or calibration is not None:
+            raise UsageError("--speakers takes one recording TEST (no --pairs or --calibration)")
+        from dasv_cli.eval.enroll import rank_speakers
+
+        ranked = rank_speakers(AudioEmbedder(model, device), files[0], speakers)
+        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        return
+    if pairs is not None:
+        if files:
+            raise UsageError("give either two audio files or --pairs, not both")
+        pair_list = read_pairs(pairs)
+    elif len(files) == 2:
+        pair_list = [Pair(files[0], files[1])]
+    else:
+        raise UsageError(f"compare takes two audio files A B (or --pairs FILE), got {len(files)}")
+    if not 0.0 < prior < 1.0:
+        raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
+    if calibration is None and prior != 0.01:
+        raise UsageError("--prior is for --calibration (the decision needs LLRs)")
+    embedder = AudioEmbedder(model, device)
+    results = compare_pairs(embedder, pair_list, calibration, prior)
+    stdout_write("".join(r.line() + "\n" for r in results))
+    log(f"{len(results)} pair(s), {embedder.embedded} file(s) embedded with {model}")

@@ -1,0 +1,49 @@
+"""Option declarations that several commands share (trial arguments, device), and the reading of the
+trial arguments into one trial list, so that every command takes and checks them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.io.lists import Trials
+
+TRIAL_PAIR_HELP = "The original pair of trial files: same-speaker pairs, then different-speaker pairs"
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (cuda when present)."
+
+
+def trial_files_argument(detail: str = "") -> Any:
+    """CLIENTS IMPOSTORS: the original tool's pair of trial files (`detail` adds to the help)."""
+    return typer.Argument(None, metavar="CLIENTS IMPOSTORS", help=f"{TRIAL_PAIR_HELP}{detail}.", show_default=False)
+
+
+def trials_option(forms: str) -> Any:
+    """--trials FILE|-: one trial list; `forms` says which forms, as the command's help puts it."""
+    return typer.Option(None, "--trials", "-t", metavar="FILE|-", help=f"One trial list{forms}; '-' reads stdin.")
+
+
+def device_option(when: str = "") -> Any:
+    """--device: `when` says when the device matters (e.g. "With --model: ")."""
+    return typer.Option("auto", "--device", help=when + DEVICE_HELP)
+
+
+def read_trial_arguments(trial_files: Optional[List[Path]], trials: Optional[str]) -> tuple["Trials", str]:
+    """(Trials, display name) from CLIENTS IMPOSTORS or --trials; contradictions are usage errors."""
+    from dasv_cli.errors import UsageError
+    from dasv_cli.io.lists import read_trial_pair, read_trials
+
+    files = list(trial_files or [])
+    if trials is not None and files:
+        raise UsageError("give either CLIENTS IMPOSTORS or --trials, not both")
+    if trials is not None:
+        return read_trials(trials), ("<stdin>" if trials == "-" else trials)
+    if len(files) == 2:
+        return read_trial_pair(files[0], files[1]), f"{files[0]} + {files[1]}"
+    if len(files) == 1:
+        raise UsageError(f"got one trial file ({files[0]}); give CLIENTS and IMPOSTORS, or use --trials FILE")
+    if files:
+        raise UsageError(f"expected two trial files (CLIENTS IMPOSTORS), got {len(files)}")
+    raise UsageError("no trials: give CLIENTS IMPOSTORS or --trials FILE (or '-' for stdin)")

@@ -1,0 +1,1 @@
+"""dasv.deploy: the embedding extractor exported to ONNX, and the onnxruntime extractor that runs it."""
