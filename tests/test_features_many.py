@@ -277,7 +277,10 @@ def test_jobs_write_failure_is_one_line_and_loses_nothing_done(tmp_path, single_
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), proc.stderr
-    assert {p.name: p.read_bytes() for p in list_shards(out)} == before
+    after = {p.name: p.read_bytes() for p in list_shards(out)}
+    assert all(after[name] == data for name, data in before.items())  # finished work intact; the other
+    with FeatureStore(out) as store:  # worker may have committed what it had: complete, readable shards
+        assert len(store) >= 2
     assert not list_temporary(out)
     assert dasv("features", lst, "-o", out, "-q", env=ENV).code == 0
     _same_content(out, ref)
