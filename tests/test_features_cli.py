@@ -225,7 +225,14 @@ def test_ctrl_c_keeps_what_was_computed(tmp_path, demo_files, dasv):
 
 
 def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
-    lst = _list(tmp_path / "demo.lst", demo_files)
+    # the first run must outlast the second one's start-up: the bundled set eight times (other keys)
+    copies = []
+    for i in range(8):
+        (tmp_path / f"copy{i}").mkdir()
+        for f in demo_files:
+            copies.append(tmp_path / f"copy{i}" / f.name)
+            copies[-1].symlink_to(f)
+    lst = _list(tmp_path / "demo.lst", copies)
     out = tmp_path / "feats"
     first = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q")
     deadline = time.time() + 60
@@ -238,7 +245,7 @@ def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
     assert still_running, "the first run ended before the second started"
     assert second.code == 1
     assert f"another `dasv features` run (pid {first.pid})" in second.stderr
-    assert first.returncode == 0 and len(FeatureStore(out)) == len(demo_files)
+    assert first.returncode == 0 and len(FeatureStore(out)) == len(copies)
     with StoreLock(out):  # released when the first run ended
         pass
 
