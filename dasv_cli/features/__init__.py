@@ -1,8 +1,8 @@
 """dasv.features: audio list -> log-mel features -> a feature store (`dasv features`).
 
     compute.py   one file -> FileFeatures (dsp and io.audio only; also `dasv embed --audio`)
-    workers.py   worker processes and the worker-side state; transport.py carries their results
-    tuning.py    process-wide tweaks for speed and hygiene (malloc, parent death, pipe size)
+    workers.py   where files are computed and stored: inline, or worker processes that write their own shards
+    tuning.py    process-wide tweaks for speed and hygiene (malloc, parent death)
     run.py       featurize(): list -> resume/skip -> workers -> ShardWriter -> failed.tsv, with progress
     parts.py     `--part I/N`: every N-th entry, so N jobs (machines) fill one store at once
     failed.py    DIR/failed.tsv (a part's: failed-pIIIIofNNNN.tsv); summary.py: what `dasv inspect` reports

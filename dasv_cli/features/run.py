@@ -1,4 +1,4 @@
-"""featurize(): an audio list -> log-mel features (`jobs` processes) -> one ShardWriter -> DIR/failed.tsv.
+"""featurize(): an audio list -> log-mel features (`jobs` processes, each writing its shards) -> DIR/failed.tsv.
 
 Guarantees: keys already in the store are skipped (resume after any crash, SIGKILL included, because
 shards are committed atomically and each utterance is computed on its own, so a rerun stores the
@@ -18,15 +18,14 @@ from typing import Any, Sequence
 
 from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
-from dasv_cli.features.compute import Computed, Failed
 from dasv_cli.features.failed import write_failed
 from dasv_cli.features.parts import select_part
-from dasv_cli.features.workers import WorkerPool, results_inline
+from dasv_cli.features.workers import InlineRun, Stored, StoreSpec, WriterPool
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
 from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock
-from dasv_cli.io.store.writer import ShardWriter, clear_store, remove_temporaries
+from dasv_cli.io.store.writer import clear_store, next_shard_index, remove_temporaries
 
 INLINE_MAX_FILES = 8  # up to this many files are computed in the main process, without workers
 
@@ -189,67 +188,57 @@ def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, 
 
     from dasv_cli import progress as ui
 
-    writer = ShardWriter(out, cfg.to_dict(), dtype=dtype, shard_frames=shard_frames, part=result.part)
-    # With two jobs or more, worker processes compute while this process writes. One job runs in
-    # this process (measured: shipping features from one worker costs more than the overlap gains),
-    # and so does a handful of files (no worker start-up: `dasv features` on one file starts fast).
-    pool = WorkerPool(jobs, cfg, dtype, lock_fds) if jobs > 1 and len(todo) > INLINE_MAX_FILES else None
-    outcomes = pool.results(todo) if pool is not None else results_inline(todo, cfg, dtype)
+    spec = StoreSpec(out, cfg, dtype, shard_frames, result.part, next_shard_index(out, result.part))
+    # A handful of files runs in this process (no worker start-up: `dasv features` on one file starts fast)
+    runner: InlineRun | WriterPool
+    if jobs > 1 and len(todo) > INLINE_MAX_FILES:
+        runner = WriterPool(jobs, todo, spec, lock_fds)
+    else:
+        runner = InlineRun(todo, spec)
     columns = (TextColumn("{task.fields[hours]:.2f} h"), TextColumn("{task.fields[xrt]:.0f}x real-time"))
     bar = ui.make_progress(*columns, transient=False) if show else None
     start = time.perf_counter()
-    # Ctrl-C sets a flag checked between files, so the shard in progress is committed in a consistent
-    # state; a second Ctrl-C stops at once (the unfinished shard is then dropped).
+    # Ctrl-C asks the runner to stop between files and commit the shards in progress; a second
+    # Ctrl-C stops at once (the unfinished shards are then dropped).
     interrupt = InterruptFlag()
+    failed: list[tuple[int, str, str]] = []
     ok = False
     try:
         interrupt.install()
         if bar is not None:
             bar.start()
             task = bar.add_task("features", total=len(todo), hours=0.0, xrt=0.0)
-        for item in outcomes:
-            if isinstance(item, Computed):
-                f = item.features
-                writer.add(item.key, f.feats, f.mean, f.std, f.samples)
+        for event in runner.events(lambda: interrupt.requested):
+            if isinstance(event, Stored):
                 result.stored += 1
-                result.frames += int(f.feats.shape[0])
-                result.seconds += f.samples / cfg.sample_rate
-                result.resampled += int(f.source_rate != cfg.sample_rate)
-            elif isinstance(item, Failed):
-                result.failed.append((item.path, item.reason))
-            item = f = None  # features may be views of a worker's transfer file: let them go
+                result.frames += event.frames
+                result.seconds += event.samples / cfg.sample_rate
+                result.resampled += int(event.resampled)
+            else:
+                failed.append((event.index, event.path, event.reason))
             if bar is not None:
                 elapsed = time.perf_counter() - start
                 bar.update(task, advance=1, hours=result.seconds / 3600,
                            xrt=result.seconds / elapsed if elapsed > 0 else 0.0)
-            if interrupt.requested:
-                raise KeyboardInterrupt
         ok = True
-    except KeyboardInterrupt:
-        interrupt.restore()
-        if pool is not None:
-            pool.close(terminate=True)
-            pool = None
+    except KeyboardInterrupt:  # the second Ctrl-C
+        result.shards = runner.abort()
+        ok = True  # handled
         if bar is not None:
             bar.stop()
             bar = None
-        if interrupt.requested and not interrupt.forced:
-            writer.close()  # keep everything computed so far
-            kept = f"the {result.stored} utterances computed so far are stored in {out}"
-        else:
-            writer.abort()
-            kept = f"the shards finished so far are kept in {out}"
-        result.shards = list(writer.completed)
-        ui.warn(f"interrupted: {kept}; rerun the same command to continue")
+        ui.warn(f"interrupted: the shards finished so far are kept in {out}; rerun the same command to continue")
         raise
     finally:
         interrupt.restore()
         result.elapsed = time.perf_counter() - start
+        result.failed = [(path, reason) for _, path, reason in sorted(failed)]  # in list order
         if bar is not None:
             bar.stop()
-        if pool is not None:
-            pool.close(terminate=not ok)
         if not ok:
-            writer.abort()
-    writer.close()
-    result.shards = list(writer.completed)
+            runner.abort()
+    result.shards = runner.close()
+    if interrupt.requested:
+        ui.warn(f"interrupted: the {result.stored} utterances computed so far are stored in {out}; "
+                f"rerun the same command to continue")
+        raise KeyboardInterrupt

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 
 def tune_malloc() -> None:
@@ -43,21 +41,3 @@ def die_with_parent() -> None:
     except (OSError, AttributeError):
         pass
 
-
-def widen_result_pipe(pool: Any) -> None:
-    """Let a multiprocessing.Pool's results queue in a 1 MB pipe (Linux; default 64 KB).
-
-    What it buys: while this process holds the GIL writing HDF5, workers keep handing in results
-    instead of blocking on a full pipe. That matters when the features travel through the pipe
-    (no usable /dev/shm); through /dev/shm a batch's message is a few KB and 64 KB is enough.
-    multiprocessing has no public handle on that pipe, hence the private `_outqueue`; if it ever
-    moves, this does nothing and the run is only that much slower.
-    """
-    try:
-        import fcntl
-
-        fd = pool._outqueue._writer.fileno()
-        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(1 << 20, limit))
-    except (AttributeError, OSError, ValueError):  # other platforms / Python internals: keep the default
-        pass

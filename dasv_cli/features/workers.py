@@ -1,34 +1,119 @@
-"""Where features are computed: `jobs` worker processes (WorkerPool) or, for one job, inline.
+"""Where features are computed and stored: in this process (InlineRun: one job, or a handful of
+files) or in `jobs` worker processes (WriterPool), each computing every jobs-th file of the list and
+writing its own shards, so no features travel between processes (measured: handing them to one
+writer process through /dev/shm cost ~1 ms of CPU per file, as much as the HDF5 write itself; a
+worker that writes costs what a run of its own, or a `--part`, costs).
 
-Results come back in list order either way, so a run is deterministic. The module-level names
-below are the state of a worker process, set once by its initializer. No torch here: the log-mel is
-NumPy/SciPy, so neither the run nor its workers pay torch's start-up.
+Both hand run.py one event per file (Stored or Lost: for the counts, the progress bar and the
+failed list) and commit what they computed when asked to stop. Worker w of J writes shards
+first+w, first+w+J, ... of the directory (or of the part), so a run's layout depends only on the
+list, `jobs` and `shard_frames`. No torch here: the log-mel is NumPy/SciPy.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
 
 from dasv_cli.dsp.logmel import LogMelConfig
-from dasv_cli.features.compute import Outcome, compute_items
-from dasv_cli.features.transport import Shipment, pack, remove_transfers, shm_prefix, unpack
-from dasv_cli.features.tuning import die_with_parent, tune_malloc, widen_result_pipe
+from dasv_cli.errors import DasvError
+from dasv_cli.features.compute import Computed, compute_items
+from dasv_cli.features.tuning import die_with_parent, tune_malloc
+from dasv_cli.io.store.layout import Part
+from dasv_cli.io.store.writer import ShardWriter, remove_temporaries
 
-CHUNK_FILES = 4  # files per task sent to a worker: small enough to balance, large enough to amortise IPC
-
-_worker_cfg: LogMelConfig | None = None
-_worker_dtype = "float32"
-_worker_shm: str | None = None  # "<dir>/dasv-<parent pid>-": where a worker puts features for the parent
-_worker_seq = 0
+EVENTS_PER_MESSAGE = 8  # a worker reports in batches: fewer messages, progress still smooth
 
 
-def _worker_init(cfg_dict: dict[str, Any], dtype: str, lock_fds: Sequence[int],
-                 prefix: str | None = None) -> None:
-    import signal
+@dataclass(frozen=True)
+class Stored:
+    """A listed file whose features were added to a shard."""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    index: int  # its position in the run's list
+    frames: int
+    samples: int
+    resampled: bool
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A listed file that gave no features (a line of the failed list)."""
+
+    index: int
+    path: str
+    reason: str
+
+
+Event = Union[Stored, Lost]
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where and how features are stored: what a writer, in this process or a worker, opens."""
+
+    directory: Path
+    cfg: LogMelConfig
+    dtype: str
+    shard_frames: int
+    part: Part | None
+    first_index: int  # the first free shard number of the directory (or part)
+
+    def writer(self, offset: int = 0, step: int = 1) -> ShardWriter:
+        return ShardWriter(self.directory, self.cfg.to_dict(), dtype=self.dtype, shard_frames=self.shard_frames,
+                           first_index=self.first_index + offset, index_step=step, part=self.part)
+
+
+def compute_and_store(items: Sequence[tuple[str, str]], indices: Sequence[int], spec: StoreSpec,
+                      writer: ShardWriter, stopping: Any) -> Iterator[Event]:
+    """Compute items[i] for i in `indices` into `writer`, one Event each, until `stopping()`."""
+    for i in indices:
+        if stopping():
+            return
+        key, path = items[i]
+        outcome = compute_items([(key, path)], spec.cfg, spec.dtype)[0]
+        if isinstance(outcome, Computed):
+            f = outcome.features
+            writer.add(key, f.feats, f.mean, f.std, f.samples)
+            yield Stored(i, int(f.feats.shape[0]), int(f.samples), f.source_rate != spec.cfg.sample_rate)
+        else:
+            yield Lost(i, outcome.path, outcome.reason)
+
+
+class InlineRun:
+    """One job: computed and written in this process (single-threaded code: one job = one core)."""
+
+    def __init__(self, items: Sequence[tuple[str, str]], spec: StoreSpec) -> None:
+        self.items = items
+        self.writer = spec.writer()
+        self.spec = spec
+
+    def events(self, stopping: Any = lambda: False) -> Iterator[Event]:
+        """One event per file, until all are done or `stopping()` (checked between files)."""
+        yield from compute_and_store(self.items, range(len(self.items)), self.spec, self.writer, stopping)
+
+    def close(self) -> list[Path]:
+        """Commit the shard in progress; the shards this run completed."""
+        self.writer.close()
+        return list(self.writer.completed)
+
+    def abort(self) -> list[Path]:
+        """Drop the shard in progress; the shards this run completed."""
+        self.writer.abort()
+        return list(self.writer.completed)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(1)  # unwinds through the worker's handlers: the unfinished shard is dropped
+
+
+def _worker_main(w: int, jobs: int, items: Sequence[tuple[str, str]], spec: StoreSpec, conn: Any,
+                 stop: Any, lock_fds: Sequence[int]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells the workers
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     for fd in lock_fds:  # the store lock belongs to the parent: a worker must never keep it alive
         try:
             os.close(fd)
@@ -36,56 +121,108 @@ def _worker_init(cfg_dict: dict[str, Any], dtype: str, lock_fds: Sequence[int],
             pass
     die_with_parent()
     tune_malloc()
-    global _worker_cfg, _worker_dtype, _worker_shm
-    _worker_cfg = LogMelConfig.from_dict(cfg_dict)
-    _worker_dtype = dtype
-    _worker_shm = prefix
+    writer = spec.writer(offset=w, step=jobs)
+    batch: list[Event] = []
+    error = None
+    try:
+        for event in compute_and_store(items, range(w, len(items), jobs), spec, writer, stop.is_set):
+            batch.append(event)
+            if len(batch) >= EVENTS_PER_MESSAGE:
+                conn.send((batch, None, None))
+                batch = []
+        writer.close()
+    except DasvError as exc:
+        writer.abort()
+        error = exc.message
+    except Exception as exc:  # a bug: one line for the user rather than a hung run
+        writer.abort()
+        error = f"a worker failed: {type(exc).__name__}: {exc}"
+    except BaseException:  # SIGTERM (a second Ctrl-C): drop the unfinished shard and go
+        writer.abort()
+        raise
+    conn.send((batch, [str(p) for p in writer.completed], error))
+    conn.close()
 
 
-def _worker_task(items: Sequence[tuple[str, str]]) -> Shipment:
-    global _worker_seq
-    assert _worker_cfg is not None
-    path = None
-    if _worker_shm is not None:
-        _worker_seq += 1
-        path = f"{_worker_shm}{os.getpid()}-{_worker_seq}"
-    return pack(compute_items(items, _worker_cfg, _worker_dtype), path)
+class WriterPool:
+    """`jobs` worker processes, worker w computing and storing items w, w + jobs, ... itself.
 
+    Each worker reports through its own pipe, so one that dies (killed for memory) shows as the end
+    of its pipe at once, and can leave no lock behind that the others would wait on.
+    """
 
-def chunks(items: Sequence[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
-    for i in range(0, len(items), size):
-        yield list(items[i:i + size])
-
-
-def results_inline(items: Sequence[tuple[str, str]], cfg: LogMelConfig, dtype: str) -> Iterator[Outcome]:
-    """The outcomes computed in this process (single-threaded code: one job = one core)."""
-    for chunk in chunks(items, CHUNK_FILES):
-        yield from compute_items(chunk, cfg, dtype)
-
-
-class WorkerPool:
-    """`jobs` worker processes; results come back in list order (so a run is deterministic)."""
-
-    def __init__(self, jobs: int, cfg: LogMelConfig, dtype: str, lock_fds: Sequence[int] = ()) -> None:
+    def __init__(self, jobs: int, items: Sequence[tuple[str, str]], spec: StoreSpec,
+                 lock_fds: Sequence[int] = ()) -> None:
         import multiprocessing as mp
 
         # fork (Linux): workers start at once, sharing the parent's imported NumPy, SciPy and h5py
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        ctx = mp.get_context(method)
-        self.shm_prefix = shm_prefix(os.getpid())
-        remove_transfers(self.shm_prefix, stale=True)  # left by runs that were killed
-        self.pool = ctx.Pool(jobs, initializer=_worker_init,
-                             initargs=(cfg.to_dict(), dtype, list(lock_fds), self.shm_prefix))
-        widen_result_pipe(self.pool)
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.spec = spec
+        self._stop = ctx.Event()
+        self.completed: list[Path] = []
+        self.error: str | None = None
+        self._open: dict[Any, int] = {}  # pipe -> worker, until its last message
+        self.procs = []
+        for w in range(jobs):
+            receive, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_worker_main, daemon=True,
+                            args=(w, jobs, items, spec, send, self._stop, list(lock_fds)))
+            p.start()
+            send.close()  # the worker's end: closed here, so its death is the end of the pipe
+            self.procs.append(p)
+            self._open[receive] = w
 
-    def results(self, items: Sequence[tuple[str, str]]) -> Iterator[Outcome]:
-        for shipment in self.pool.imap(_worker_task, chunks(items, CHUNK_FILES), chunksize=1):
-            yield from unpack(shipment)
+    def events(self, stopping: Any = lambda: False) -> Iterator[Event]:
+        """Every worker's events until all have finished; DasvError for the first that failed (the
+        others then commit what they computed and stop, as they do once `stopping()`)."""
+        from multiprocessing.connection import wait
 
-    def close(self, terminate: bool = False) -> None:
-        if terminate:
-            self.pool.terminate()
-        else:
-            self.pool.close()
-        self.pool.join()
-        remove_transfers(self.shm_prefix)  # batches computed but never collected (interrupt, error)
+        while self._open:
+            if stopping():
+                self._stop.set()
+            for conn in wait(list(self._open), timeout=0.5):
+                try:
+                    batch, completed, error = conn.recv()
+                except (EOFError, OSError):  # gone without its last message
+                    w = self._open.pop(conn)
+                    self.procs[w].join()
+                    self._fail(f"a worker process died (exit code {self.procs[w].exitcode}; out of memory?); "
+                               f"the shards finished so far are kept, rerun to continue")
+                    continue
+                yield from batch
+                if completed is not None:
+                    self._open.pop(conn)
+                    self.completed.extend(Path(p) for p in completed)
+                    if error is not None:
+                        self._fail(error)
+        self._join()
+        if self.error is not None:
+            raise DasvError(self.error)
+
+    def _fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            self._stop.set()
+
+    def _join(self) -> None:
+        for p in self.procs:
+            p.join()
+        remove_temporaries(self.spec.directory, self.spec.part)  # of a worker that was killed
+
+    def close(self) -> list[Path]:
+        """The shards the workers completed (after events() has run out)."""
+        self._join()
+        return sorted(self.completed)
+
+    def abort(self) -> list[Path]:
+        """Stop the workers now (their unfinished shards are dropped); the shards completed."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        remove_temporaries(self.spec.directory, self.spec.part)
+        return sorted(self.completed)

@@ -44,6 +44,12 @@ def remove_temporaries(directory: Path, part: Part | None = None) -> None:
         remove_file(tmp)
 
 
+def next_shard_index(directory: Path, part: Part | None = None) -> int:
+    """The first shard number that `part` (or a run without a part) has not used in `directory`."""
+    mine = [p for p in list_shards(directory) if shard_part(p) == part]
+    return max(shard_index(p) for p in mine) + 1 if mine else 0
+
+
 def clear_store(directory: Path) -> None:
     """Remove a store's shards and failed lists, parts' included (`--overwrite`; call with the
     StoreLock of a run without a part held, which no part can be running beside)."""
@@ -122,8 +128,9 @@ def _fsync_dir(directory: Path) -> None:
 class ShardWriter:
     """Appends utterances to shards of about `shard_frames` frames, each committed atomically.
 
-    One writer per directory, or per part (`part`, whose shards carry it in their names): hold the
-    matching StoreLock. A shard is written under a temporary name and finished (index written,
+    One writer per directory, or per part (`part`, whose shards carry it in their names), holding
+    the matching StoreLock; or several in one run (worker processes) that number their shards apart
+    (`first_index`, `index_step`). A shard is written under a temporary name and finished (index written,
     fsynced, renamed) when it reaches `shard_frames` or on `close()`; `abort()` drops the unfinished
     shard. Write failures (disk full, read-only) raise DasvError and drop only the unfinished shard.
 
@@ -134,7 +141,7 @@ class ShardWriter:
 
     def __init__(self, directory: str | Path, recipe: dict[str, Any], dtype: str = "float32",
                  shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-                 first_index: int | None = None, part: Part | None = None) -> None:
+                 first_index: int | None = None, part: Part | None = None, index_step: int = 1) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.directory = Path(directory)
@@ -144,10 +151,9 @@ class ShardWriter:
         self.n_mels = int(recipe["n_mels"])
         self.shard_frames = max(1, int(shard_frames))
         self.chunk_frames = max(1, int(chunk_frames))
-        if first_index is None:
-            mine = [p for p in list_shards(self.directory) if shard_part(p) == part]
-            first_index = max(shard_index(p) for p in mine) + 1 if mine else 0
-        self._next_index = first_index
+        # shard numbers first_index, first_index + index_step, ...: worker w of J writes w, w + J, ...
+        self._next_index = next_shard_index(self.directory, part) if first_index is None else first_index
+        self.index_step = max(1, int(index_step))
         self.completed: list[Path] = []
         self._file: Any = None
         self._pending: _PendingShard | None = None
@@ -175,7 +181,7 @@ class ShardWriter:
         import h5py
 
         final = self.directory / shard_name(self._next_index, self.part)
-        self._next_index += 1
+        self._next_index += self.index_step
         try:
             self._pending = _PendingShard(final)
             # no chunk cache: every chunk is written whole, once, from the buffer

@@ -1,11 +1,16 @@
-"""`dasv features --part I/N` as cluster jobs use it (real processes): N parts fill one directory at
-once, readers see the union (equal to one run), a killed part resumes, bad --part values and lock
-conflicts are one-line errors, failed lists are per part and `dasv inspect` reports all of them."""
+"""`dasv features` with many writers, as users run it (real processes).
+
+--part I/N (cluster jobs): N parts fill one directory at once, readers see the union (equal to one
+run), a killed part resumes, bad --part values and lock conflicts are one-line errors, failed lists
+are per part and `dasv inspect` reports all of them. --jobs N: worker processes that write their
+own shards give the same layout every time, commit on Ctrl-C, and report a write failure or a
+killed worker as one line."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -75,10 +80,13 @@ def test_parts_fill_one_directory_at_once_and_read_as_one_store(tmp_path, single
     assert {shard_part(s) for s in shards} == {Part(1, 3), Part(2, 3), Part(3, 3)}
     assert all(s.name.startswith("shard-p000") and "of0003-" in s.name for s in shards)
     keys = [str(Path(line).with_suffix("")) for line in lst.read_text().split()]
-    with FeatureStore(out) as store:  # every 3rd entry from the I-th, in list order
+    with FeatureStore(out) as store:  # every 3rd entry from the I-th (one job: stored in list order)
         for i in (1, 2, 3):
             mine = [k for s, k in zip(*_rows(store)) if shard_part(s) == Part(i, 3)]
-            assert mine == keys[i - 1::3]
+            if i == 1:  # two jobs: each worker's shards hold its own half
+                assert sorted(mine) == sorted(keys[0::3])
+            else:
+                assert mine == keys[i - 1::3]
     _same_content(out, ref)
     info = json.loads(dasv("inspect", out, "--json").stdout)
     assert info["utterances"] == len(keys) and info["parts"] == ["1/3", "2/3", "3/3"] and info["failed"] == 0
@@ -191,3 +199,109 @@ def test_failed_lists_per_part_and_inspect_reports_all(tmp_path, demo_files, das
     assert dasv("features", good, "-o", out, "--part", "2/2", "-q", env=ENV).code == 0
     assert not (out / "failed-p0002of0002.tsv").exists()
     assert json.loads(dasv("inspect", out, "--json").stdout)["failed"] == 0
+
+
+# -- --jobs N: worker processes that each compute and write their own shards ----------------------------
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:
+    """Wait until `ready()` or the process ends; True when it is still running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready() and proc.poll() is None:
+        time.sleep(0.01)
+    return proc.poll() is None
+
+
+def test_jobs_lay_out_the_same_store_every_time(tmp_path, single_run):
+    lst, ref = single_run
+    layouts = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "4000")
+        assert proc.wait(timeout=600) == 0
+        with FeatureStore(out) as store:
+            layouts.append([(s.name, k) for s, k in zip(*_rows(store))])
+        _same_content(out, ref)
+    assert layouts[0] == layouts[1]
+    names = sorted({name for name, _ in layouts[0]})
+    assert names[:2] == ["shard-00000.h5", "shard-00001.h5"] and len(names) > 2  # one sequence per worker
+
+
+def test_jobs_ctrl_c_commits_what_every_worker_computed(tmp_path, single_run, dasv):
+    lst, ref = single_run
+    out = tmp_path / "feats"
+    for attempt in range(3):
+        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500")
+        running = _when(proc, lambda: len(list_shards(out)) >= 2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if running:
+            break
+        for s in list_shards(out):
+            s.unlink()
+    assert running and proc.returncode == 130, err
+    with FeatureStore(out) as store:
+        kept = len(store)
+    assert f"interrupted: the {kept} utterances computed so far are stored" in err.decode()
+    assert 2 <= kept < 40 and not list_temporary(out)
+    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500", env=ENV)
+    assert res.code == 0 and f"{kept} of 40 listed files already stored" in res.stderr
+    _same_content(out, ref)
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+
+def test_jobs_write_failure_is_one_line_and_loses_nothing_done(tmp_path, single_run, demo_files, dasv):
+    lst, ref = single_run
+    out = tmp_path / "feats"
+    assert dasv("features", _list(tmp_path / "a.lst", demo_files[:2]), "-o", out, "-q", env=ENV).code == 0
+    before = {p.name: p.read_bytes() for p in list_shards(out)}
+    proc = subprocess.run([sys.executable, "-m", "dasv_cli", "features", str(lst), "-o", str(out), "-j", "2", "-q"],
+                          capture_output=True, text=True, env=dict(os.environ, **ENV), preexec_fn=_limit_file_size)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), proc.stderr
+    after = {p.name: p.read_bytes() for p in list_shards(out)}
+    assert all(after[name] == data for name, data in before.items())  # finished work intact; the other
+    with FeatureStore(out) as store:  # worker may have committed what it had: complete, readable shards
+        assert len(store) >= 2
+    assert not list_temporary(out)
+    assert dasv("features", lst, "-o", out, "-q", env=ENV).code == 0
+    _same_content(out, ref)
+
+
+def test_a_worker_killed_is_one_line_and_a_rerun_finishes(tmp_path, single_run, dasv):
+    lst, ref = single_run
+    out = tmp_path / "feats"
+    for attempt in range(3):
+        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500")
+        running = _when(proc, lambda: len(list_shards(out)) >= 1 and len(_children(proc.pid)) >= 2)
+        workers = _children(proc.pid)
+        if running and workers:
+            os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        if running and workers:
+            break
+    assert running and workers, "the run finished before a worker could be killed"
+    err = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1 and "a worker process died" in err[0], err
+    assert not list_temporary(out)
+    res = dasv("features", lst, "-o", out, "-j", "2", env=ENV)
+    assert res.code == 0, res.stderr
+    _same_content(out, ref)
