@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -18,7 +19,8 @@ import pytest
 from dasv_cli.dsp.logmel import LogMelConfig, utterance_stats
 from dasv_cli.io.store.reader import FeatureStore
 from dasv_cli.io.store.writer import ShardWriter
-from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, make_loader
+from dasv_cli.train.loader import make_loader
+from dasv_cli.train.windows import WindowBatchSampler, WindowDataset
 
 EPS = 1e-5  # dsp.logmel.normalise's
 
@@ -50,20 +52,23 @@ def stores(tmp_path_factory):
         os.fsync = os_fsync
 
 
-def loader_batches(directory: Path, keys: list[str], norm: str, workers: int = 0):
+def loader_batches(directory: Path, keys: list[str], norm: str, workers: int = 0, pause: float = 0.0,
+                   batch_size: int = 8):
     store = FeatureStore(directory)
     rows = store.rows(keys)
     lengths = store.row_lengths(rows)
     labels = np.arange(len(keys)) % 7
     ds = WindowDataset(str(directory), keys, labels, lengths, norm, store=store, rows=rows)
-    sampler = WindowBatchSampler(lengths, 8, 350, seed=5, random_slicing=True)
+    sampler = WindowBatchSampler(lengths, batch_size, 350, seed=5, random_slicing=True)
     loader = make_loader(ds, sampler, workers, seed=5, rank=0)
+    assert (loader.ring is not None) == (workers > 0)  # with workers the batches come through the ring
     out = []
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
         plan = sampler.plan()
         for batch, (feats, y) in zip(plan, loader, strict=True):
-            out.append((batch, feats.numpy().copy(), y.numpy().copy()))
+            out.append((batch, feats.numpy(), y.numpy()))  # kept, not copied: they are the consumer's
+            time.sleep(pause)  # a slow consumer: the workers fill every slot they may
     it = getattr(loader, "_iterator", None)
     if it is not None and hasattr(it, "_shutdown_workers"):
         it._shutdown_workers()
@@ -112,6 +117,8 @@ PINNED = {
     ("float32", "none"): "4b0e49185f948ead2a50e0b3",
 }
 
+SMALL_BATCHES = "5ce0fe04ac3ec0a3574bd25d"  # float16, cmn, batches of 2
+
 
 @pytest.mark.parametrize("dtype, norm", sorted(PINNED))
 def test_batches_are_the_pinned_ones(stores, dtype, norm):
@@ -130,6 +137,10 @@ def test_batches_are_the_pinned_ones(stores, dtype, norm):
 
 
 def test_loader_workers_hand_over_the_same_batches(stores):
+    """Through the workers' shared ring (train.loader.BatchRing), with a consumer slower than them."""
     directory, keys = stores["float16"]
-    two, _ = loader_batches(directory, keys, "cmvn", workers=2)
+    two, _ = loader_batches(directory, keys, "cmvn", workers=2, pause=0.05)
     assert digest(two) == PINNED[("float16", "cmvn")]
+    # 20 batches per epoch: each worker writes every one of its slots several times over
+    small, _ = loader_batches(directory, keys, "cmn", workers=2, pause=0.01, batch_size=2)
+    assert len(small) == 40 and digest(small) == SMALL_BATCHES
