@@ -67,8 +67,8 @@ def _dataset(directory: str, norm: str):
 
 STAGES = {  # cProfile function names -> stage
     "preadv": "read syscalls (feats + stats preadv)", "pread": "read syscalls (feats + stats preadv)",
-    "copy_": "float16 -> float32 (one torch copy per batch)",
-    "sub_": "normalise (in place, per batch)", "div_": "normalise (in place, per batch)",
+    "copy_": "float16 -> float32", "astype": "float16 -> float32",
+    "sub_": "normalise", "div_": "normalise", "normalise": "normalise",
     "batch_tensor": "batch allocation", "empty": "batch allocation",
 }
 
