@@ -4,8 +4,10 @@ Training: all 28 speakers of librispeech-train-clean-5-lite (688 utterances). Ve
 unseen speakers of librispeech-test-other-10x10 (100 utterances, every pair: 4,950 trials, 450 of them
 same-speaker). Both sets go into one feature store.
 
-Augmented copies (what `dasv features --augment` stores: the derived keys `KEY#KIND`) are made here
-with dasv_cli.augment.augmenter.Augmenter from sources that never touch the verification speakers:
+Augmented copies are made by `dasv features --augment` (featurize with AugmentOptions) on the
+training list alone, into a store of their own per augmentation (the clean features, the copies
+under `KEY#KIND`, and the verification set clean), from sources that never touch the verification
+speakers:
 - reverb: RIRs simulated by the image method (dasv_cli.augment.rirset.write_rirs, Kaldi's room draws);
 - noise: generated coloured noise (white, pink, brown, band-limited), a MUSAN-like `noise/` tree;
 - music: generated tone mixtures (random chords with harmonics and note changes), as `music/`;
@@ -95,6 +97,8 @@ def prepare(src_train: Path, src_test: Path, work: Path, jobs: int) -> dict:
             keys.append(key)
             lines.append(f"{key}\t{p}\n")
     (work / "audio.lst").write_text("".join(lines))
+    (work / "train.lst").write_text("".join(x for x in lines if x.startswith("train/")))
+    (work / "test.lst").write_text("".join(x for x in lines if x.startswith("test/")))
     t0 = time.time()
     featurize(work / "audio.lst", work / "feats", jobs=jobs, progress=False)
     print(f"features: {len(lines)} files in {work / 'feats'} ({time.time() - t0:.1f} s; cached after the first run)")
@@ -107,45 +111,34 @@ def prepare(src_train: Path, src_test: Path, work: Path, jobs: int) -> dict:
           f"{speakers[1]} unseen speakers, {len(trials)} trials ({targets} same-speaker)")
     paths = dict(line.rstrip("\n").split("\t") for line in lines)
     return {"feats": work / "feats", "labels": work / "labels.txt", "trials": work / "trials.txt",
-            "train": [(k, paths[k]) for k in train_keys]}
+            "train": [(k, paths[k]) for k in train_keys], "train_list": work / "train.lst",
+            "test_list": work / "test.lst"}
 
 
-def augment(data: dict, work: Path, rirs: int = 200, seed: int = 3) -> int:
-    """Store the reverb/noise/music/babble copy of every training utterance (skips those stored)."""
-    from dasv_cli.augment.augmenter import Augmenter
-    from dasv_cli.augment.keys import derive_key
+def augment_tag(kinds: str, copies: int) -> str:
+    """`reverb+noise+music+babble-c1`: names the store (and the results) of one augmentation."""
+    return kinds.replace(",", "+").replace(":", "x") + f"-c{copies}"
+
+
+def augment(data: dict, work: Path, kinds: str = ",".join(KINDS), copies: int = 1, jobs: int = 1,
+            rirs: int = 200, seed: int = 3) -> Path:
+    """A store of its own for one augmentation (`dasv features --augment KINDS --copies K` on the
+    training list, then the verification list clean): cached, a rerun computes only what is missing."""
+    from dasv_cli.augment.keys import parse_spec
     from dasv_cli.augment.rirset import write_rirs
-    from dasv_cli.dsp.logmel import LogMelConfig, logmel, utterance_stats
-    from dasv_cli.io.audio import read_audio
-    from dasv_cli.io.store.lock import StoreLock
-    from dasv_cli.io.store.reader import FeatureStore
-    from dasv_cli.io.store.writer import ShardWriter
+    from dasv_cli.features.augmented import AugmentOptions
+    from dasv_cli.features.run import featurize
 
     t0 = time.time()
-    write_rirs(work / "rirs", rirs, seed=seed)
-    musan = write_sources(work / "musan")
-    aug = Augmenter(KINDS, rir_dir=work / "rirs", musan_dir=musan, babble_pool=data["train"], seed=seed, rate=RATE)
-    print(f"augmentation sources: {aug.check()} ({time.time() - t0:.1f} s)")
-    store = FeatureStore(data["feats"])
-    stored = set(store.keys())
-    store.close()
-    cfg = LogMelConfig()
-    todo = [(k, p) for k, p in data["train"] if any(derive_key(k, kind) not in stored for kind in KINDS)]
-    lock = StoreLock(data["feats"]).acquire()
-    written = 0
-    try:
-        with ShardWriter(data["feats"], cfg.to_dict()) as writer:
-            for key, path in todo:
-                wave = read_audio(path, RATE).wave
-                for kind in KINDS:
-                    dkey = derive_key(key, kind)
-                    if dkey in stored:
-                        continue
-                    feats = logmel(aug.apply(key, wave, kind), cfg)
-                    mean, std = utterance_stats(feats)
-                    writer.add(dkey, feats, mean, std, len(wave))
-                    written += 1
-    finally:
-        lock.release()
-    print(f"augmented copies: {written} written ({len(KINDS)} per training utterance) in {time.time() - t0:.1f} s")
-    return written
+    wanted = {kind for kind, _ in parse_spec(kinds)}
+    rir_dir = work / "rirs"
+    if "reverb" in wanted:
+        write_rirs(rir_dir, rirs, seed=seed)
+    musan = write_sources(work / "musan") if wanted & {"noise", "music"} else None
+    out = work / f"feats-{augment_tag(kinds, copies)}"
+    options = AugmentOptions(kinds, copies, rir_dir if "reverb" in wanted else None, musan, seed)
+    result = featurize(data["train_list"], out, jobs=jobs, progress=False, augment=options)
+    featurize(data["test_list"], out, jobs=jobs, progress=False)
+    print(f"augmented copies ({kinds}, --copies {copies}): {result.copies} written, {result.skipped} files "
+          f"complete already, in {out} ({time.time() - t0:.1f} s)")
+    return out

@@ -5,15 +5,18 @@ librispeech-test-other-10x10 that no run ever sees (all 4,950 pairs, 450 same-sp
 recipe and seed, all at the same number of updates; prints the EER and minDCF side by side.
 
 - `paper`: the defaults (AM-Softmax s=30 m=0.4, constant LR, clean utterances only);
-- `modern`: `--recipe modern` (the stored augmented copies: reverb with simulated RIRs, generated
-  coloured noise and tone "music", babble of other training speakers, see bench/real_data.py;
-  SpecAugment; AAM-Softmax s=32 m=0.2 with margin warm-up; Kaiming init; LR warm-up + cosine decay).
+- `modern`: `--recipe modern` on a store built with `dasv features --augment KINDS --copies K`
+  (default reverb with simulated RIRs, generated coloured noise and tone "music", babble of other
+  training speakers, one copy each, see bench/real_data.py; SpecAugment; AAM-Softmax s=32 m=0.2
+  with margin warm-up; Kaiming init; LR warm-up + cosine decay).
 
     python bench/train_real.py --steps 600                    # 2 recipes x 2 seeds
     python bench/train_real.py --steps 600 --recipes paper --seeds 1
+    python bench/train_real.py --steps 600 --recipes modern --augment reverb,noise,music,babble,speed --copies 2
     python bench/train_real.py --steps 50 --seeds 1           # measure the rate first
 
-Each finished run is kept as OUT/results/RECIPE-seedS-STEPS.json, so runs can be done one at a time
+Each finished run is kept as OUT/results/RECIPE-seedS-STEPS-kK.json (RECIPE+AUGMENTATION for a
+recipe that trains on the copies), so runs can be done one at a time
 (or in parallel processes) and the table is printed from all runs of this size. The network is the
 issue's CPU-sized stand-in (VGG4L K=128, 8 heads, 128-d embedding, 2 s windows, batch 32, Adam 1e-3);
 `--kernel-size` makes it smaller when the machine is slow, the same for every recipe.
@@ -42,12 +45,23 @@ def shared_data() -> Path:
              "(set DASV_SHARED_DATA)")
 
 
+def label_of(recipe: str, augmented: Path | None) -> str:
+    """The recipe as the table shows it: `modern+reverb+noise+music+babble-c1` when it trains on copies."""
+    from dasv_cli.train.recipe import recipe_values
+
+    if augmented is None or not recipe_values(recipe, 1).get("augmented"):
+        return recipe
+    return f"{recipe}+{augmented.name.removeprefix('feats-')}"
+
+
 def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     from dasv_cli.train.config import resolve_config
     from dasv_cli.train.loop import train
 
-    out = args.work / "runs" / f"{recipe}-seed{seed}-{args.steps}-{int(time.time())}"
-    flags = dict(train_labels=str(data["labels"]), features=str(data["feats"]), valid_trials=str(data["trials"]),
+    label = label_of(recipe, data.get("augmented"))
+    feats = data["augmented"] if label != recipe else data["feats"]
+    out = args.work / "runs" / f"{label}-seed{seed}-{args.steps}-{int(time.time())}"
+    flags = dict(train_labels=str(data["labels"]), features=str(feats), valid_trials=str(data["trials"]),
                  recipe=recipe, kernel_size=args.kernel_size, heads=8, embedding_size=128, window_seconds=2.0,
                  batch_size=32, grad_accumulation=1, learning_rate=1e-3, print_every=max(1, args.steps // 10),
                  validate_every=max(1, args.steps // args.validations), save_every=10**6, workers=args.workers,
@@ -60,10 +74,10 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     curve = [(r["step"], r["eer"], r["min_dcf_p01"], r["min_dcf_p05"]) for r in rows if "eer" in r]
     sps = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
     last = curve[-1]
-    record = {"recipe": recipe, "seed": seed, "steps": result.step, "eer": last[1], "min_dcf_p01": last[2],
+    record = {"recipe": label, "seed": seed, "steps": result.step, "eer": last[1], "min_dcf_p01": last[2],
               "min_dcf_p05": last[3], "curve": curve, "minutes": wall / 60,
               "samples_per_s": statistics.median(sps) if sps else None, "kernel_size": args.kernel_size}
-    print(f"{recipe} seed {seed}: {result.step} updates in {wall / 60:.1f} min; EER {last[1]:.2f}%  "
+    print(f"{label} seed {seed}: {result.step} updates in {wall / 60:.1f} min; EER {last[1]:.2f}%  "
           f"minDCF(0.01) {last[2]:.3f}  minDCF(0.05) {last[3]:.3f}; curve {[(s, round(e, 2)) for s, e, *_ in curve]}",
           flush=True)
     return record
@@ -95,6 +109,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--no-augment", action="store_true", help="do not make the augmented copies (paper runs only)")
+    ap.add_argument("--augment", default="reverb,noise,music,babble", metavar="KINDS",
+                    help="the copies the recipes with --augmented train on (`dasv features --augment KINDS`)")
+    ap.add_argument("--copies", type=int, default=1, metavar="K", help="copies per kind (`--copies K`)")
+    ap.add_argument("--rirs", type=int, default=200, help="simulated RIRs for reverb (`dasv rirs --count N`)")
     args = ap.parse_args()
 
     import torch
@@ -107,14 +125,15 @@ def main() -> None:
     src = shared_data()
     data = prepare(src / "librispeech-train-clean-5-lite", src / "librispeech-test-other-10x10", args.work, args.threads)
     if not args.no_augment:
-        augment(data, args.work)
+        data["augmented"] = augment(data, args.work, args.augment, args.copies, jobs=args.threads, rirs=args.rirs)
     results_dir = args.work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     os.system("uptime")
     for seed in args.seeds:
         for recipe in args.recipes:
             record = run_one(data, args, recipe, seed)
-            (results_dir / f"{recipe}-seed{seed}-{args.steps}-k{args.kernel_size}.json").write_text(json.dumps(record))
+            (results_dir / f"{record['recipe']}-seed{seed}-{args.steps}-k{args.kernel_size}.json").write_text(
+                json.dumps(record))
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob(f"*-{args.steps}-k{args.kernel_size}.json"))]
     print(f"\n{len(results)} runs of {args.steps} updates (K={args.kernel_size}); verification on 10 unseen "
           f"speakers, 4,950 trials:\n" + table(results))

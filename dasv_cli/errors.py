@@ -37,7 +37,8 @@ class InputError(DasvError):
 
 class AugmentError(InputError):
     """An augmentation source (noise, music, RIR, babble utterance) that cannot be used: the corpus is at
-    fault, not the utterance being augmented, so it stops the run instead of going to failed.tsv."""
+    fault, not the utterance being augmented. Found when the sources are checked, it stops the run
+    before any work; met later (a file that decodes badly), it fails the copy that drew it (failed.tsv)."""
 
 
 class UsageError(DasvError):

@@ -238,3 +238,38 @@ def test_ffmpeg_sample_formats_scale_as_libsndfile(tmp_path, monkeypatch, subtyp
     via_ffmpeg = read_audio(tmp_path / "x.m4a")
     assert via_ffmpeg.channels == via_sndfile.channels == 2
     np.testing.assert_allclose(via_ffmpeg.wave, via_sndfile.wave, rtol=0, atol=1e-7)
+
+
+def test_flac_fast_path_gives_libsndfiles_samples_and_declines_what_it_cannot_vouch_for(tmp_path, demo_files):
+    """16-bit FLAC goes through dr_flac (io.flac) only when it decodes the header's whole sample count:
+    a truncated or corrupted file, or another bit depth, is left to libsndfile and its reasons."""
+    from dasv_cli.io.flac import decode_flac16
+
+    rng = np.random.default_rng(5)
+    stereo = (0.2 * rng.standard_normal((22050, 2))).astype(np.float32)
+    sf.write(tmp_path / "st44.flac", stereo, 44100, subtype="PCM_16")
+    for path in (demo_files[0], tmp_path / "st44.flac"):
+        fast = decode_flac16(path)
+        assert fast is not None and fast[0].dtype == np.int16
+        raw, rate = sf.read(str(path), dtype="int16")
+        assert fast[1] == rate
+        np.testing.assert_array_equal(fast[0], raw)
+    np.testing.assert_array_equal(read_audio(demo_files[0]).wave, sf.read(str(demo_files[0]), dtype="float32")[0])
+    np.testing.assert_array_equal(read_audio(tmp_path / "st44.flac", 44100).wave,
+                                  sf.read(str(tmp_path / "st44.flac"), dtype="float32")[0].mean(axis=1, dtype=np.float32))
+
+    sf.write(tmp_path / "deep.flac", stereo[:, 0], 16000, subtype="PCM_24")
+    assert decode_flac16(tmp_path / "deep.flac") is None  # 24 bits would be rounded to 16
+    np.testing.assert_array_equal(read_audio(tmp_path / "deep.flac").wave,
+                                  sf.read(str(tmp_path / "deep.flac"), dtype="float32")[0])
+
+    whole = demo_files[0].read_bytes()
+    (tmp_path / "cut.flac").write_bytes(whole[: len(whole) // 2])
+    assert decode_flac16(tmp_path / "cut.flac") is None  # dr_flac alone would return the first half
+    with pytest.raises(AudioError) as err:
+        read_audio(tmp_path / "cut.flac")
+    with pytest.raises(sf.LibsndfileError) as lib:
+        sf.read(str(tmp_path / "cut.flac"))
+    assert "lost sync" in str(lib.value) and "lost sync" in err.value.reason
+    (tmp_path / "fake.flac").write_bytes(b"fLaC" + bytes(rng.integers(0, 256, 3000, dtype=np.uint8)))
+    assert decode_flac16(tmp_path / "fake.flac") is None

@@ -55,13 +55,31 @@ class Augmenter:
                 raise UsageError("babble needs a pool of utterances to mix (the list being augmented)")
             self._pool = BabblePool(babble_pool, self.rate)
 
-    def check(self) -> dict[str, int]:
-        """List every source now: {kind: number of files (babble: pool size)}; AugmentError if any is empty."""
+    def check(self, probe: bool = False) -> dict[str, int]:
+        """List every source now: {kind: number of files (babble: pool size)}; AugmentError if any is empty.
+        `probe`: also read every source file's header (about 0.1 ms each), so a corrupt or empty file
+        stops the run before any work instead of failing the copies that draw it."""
         counts = {kind: len(files) for kind, files in self._files.items()}
+        if probe:
+            for files in self._files.values():
+                files.probe()
         if self._pool is not None:
             make_plan(self.seed, "", "babble", 1, len(self._pool), own=0)  # fails when the pool is too small
             counts["babble"] = len(self._pool)
         return counts
+
+    def provenance(self) -> dict:
+        """What the copies are made from, as plain JSON: seed, rate, and per kind its source root, file
+        count and a digest of the sorted relative names (babble: of the pool's keys), so a store can
+        tell whether copies added later come from the same sources as the ones it holds."""
+        out: dict = {"seed": self.seed, "rate": self.rate, "sources": {}}
+        for kind, files in self._files.items():
+            names = [p.relative_to(files.root).as_posix() for p in files.files()]
+            out["sources"][kind] = {"root": str(files.root.resolve()), "files": len(names), "digest": _digest(names)}
+        if self._pool is not None:
+            out["sources"]["babble"] = {"root": "the list", "files": len(self._pool),
+                                        "digest": _digest(self._pool.keys)}
+        return out
 
     def plan(self, key: str, kind: str, copy: int = 1) -> Plan:
         """The seeded choices of one copy (sources, SNRs, offsets, speed factor)."""
@@ -114,3 +132,13 @@ class Augmenter:
     def _require(self, kind: str) -> None:
         if kind not in self.kinds:
             raise UsageError(f"augmentation {kind!r} was not set up (this Augmenter makes {', '.join(self.kinds)})")
+
+
+def _digest(names: Sequence[str]) -> str:
+    """A short, stable fingerprint of a sorted list of names."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for name in names:
+        h.update(name.encode("utf-8", "surrogatepass") + b"\n")
+    return h.hexdigest()

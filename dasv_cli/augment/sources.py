@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from dasv_cli.errors import AugmentError, where
-from dasv_cli.io.audio import AudioError, read_audio, resample
+from dasv_cli.io.audio import AudioError, audio_info, read_audio, resample
 from dasv_cli.io.lists import AUDIO_EXTENSIONS
 
 MUSAN_PARTS = ("noise", "music", "speech")
@@ -105,6 +105,16 @@ class SourceFiles:
 
     def __len__(self) -> int:
         return len(self.files())
+
+    def probe(self) -> None:
+        """Read every file's header: AugmentError naming the first that is unreadable or empty."""
+        for path in self.files():
+            try:
+                info = audio_info(path)
+            except AudioError as exc:
+                raise AugmentError(f"{exc.path}: {exc.reason} ({self.what})") from None
+            if info.seconds <= 0:
+                raise AugmentError(f"{path}: empty, no samples ({self.what})")
 
     def load(self, index: int) -> tuple[Path, np.ndarray]:
         path = self.files()[index]

@@ -18,6 +18,10 @@ EPILOG = """\
 
   dasv features all.txt -o /nfs/feats --part $SLURM_ARRAY_TASK_ID/8  [dim]# sbatch --array=1-8[/dim]
 
+  dasv features train.txt -o feats/ --augment reverb,noise,music,babble --rir-dir RIRS_NOISES --musan-dir musan
+
+  dasv features train.txt -o feats/ --augment reverb,babble --copies 2 --rir-dir rirs/  [dim]# rirs/ from `dasv rirs`[/dim]
+
 [bold]Exit codes[/bold]: 0 done; 1 error; 2 usage; 3 done, but some inputs failed (DIR/failed.tsv).
 """
 
@@ -50,6 +54,19 @@ def features(
                                        help="Compute only part I of N (every N-th file from the I-th, I = 1..N), "
                                             "beside the other parts in the same DIR: N jobs (one per machine) "
                                             "fill one store at once.", show_default=False),
+    augment: Optional[str] = typer.Option(
+        None, "--augment", metavar="KINDS",
+        help="Also store augmented copies of every file under KEY#KIND: a comma list of reverb, noise, music, "
+             "babble, speed (= speed0.9,speed1.1), all (= reverb,noise,music,babble); KIND:N for N copies.",
+        show_default=False),
+    copies: int = typer.Option(1, "--copies", "-k", min=1, metavar="K",
+                               help="Copies of each random kind named without :N (speed: always one)."),
+    rir_dir: Optional[Path] = typer.Option(None, "--rir-dir", metavar="DIR",
+                                           help="Room impulse responses for reverb: RIRS_NOISES, or `dasv rirs -o DIR`.",
+                                           show_default=False),
+    musan_dir: Optional[Path] = typer.Option(None, "--musan-dir", metavar="DIR",
+                                             help="MUSAN (noise/ music/ speech/) for noise and music.",
+                                             show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines (warnings and errors still shown)."),
 ) -> None:
@@ -61,12 +78,18 @@ def features(
     DIR/failed.tsv (exit code 3); the rest is stored. With --part I/N, N runs (on one machine or many,
     sharing a file system) fill DIR together; each stores its shards and failed list under names that
     carry its part, and readers (`dasv inspect`, training) see all of them as one store.
+
+    With --augment, each file's augmented copies (reverb: a room impulse response; noise 0-15 dB and
+    music 5-15 dB SNR from MUSAN; babble: 3-7 other files of LIST at 13-20 dB; speed 0.9/1.1) are made
+    from its waveform and stored beside it as KEY#KIND (KEY#KIND-N for copy N), seeded per key, so a
+    rerun adds only the missing copies and stores the same numbers; `dasv train --augmented` uses them.
     """
     import json
     import sys
 
     from dasv_cli import progress
     from dasv_cli.errors import UsageError
+    from dasv_cli.features.augmented import AugmentOptions
     from dasv_cli.features.parts import parse_part
     from dasv_cli.features.run import featurize
     from dasv_cli.features.tuning import tune_malloc
@@ -75,9 +98,12 @@ def features(
     tune_malloc()
     if dtype not in ("float32", "float16"):
         raise UsageError(f"--dtype must be float32 or float16, got {dtype!r}")
+    if augment is None and (rir_dir is not None or musan_dir is not None or copies != 1):
+        raise UsageError("--rir-dir, --musan-dir and --copies go with --augment KINDS")
+    options = AugmentOptions(augment, copies, rir_dir, musan_dir) if augment is not None else None
     result = featurize(audio_list, output, audio_dir=audio_dir, jobs=jobs, dtype=dtype,
                        overwrite=overwrite, shard_frames=shard_frames, progress=not quiet,
-                       part=parse_part(part) if part is not None else None)
+                       part=parse_part(part) if part is not None else None, augment=options)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     if result.exit_code:

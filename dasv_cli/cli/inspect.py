@@ -28,6 +28,9 @@ def inspect(
 ) -> None:
     """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed inputs.
 
+    Augmented copies (`dasv features --augment`, keys KEY#KIND) are counted apart from the clean
+    utterances, per kind.
+
     A store filled by `dasv features --part I/N` runs is read whole: every part's shards and failed lists.
     """
     import json
@@ -43,7 +46,11 @@ def inspect(
                              for path, n in info["failed_lists"].items())
     lines = [
         f"store       {info['path']}",
-        f"utterances  {info['utterances']}",
+        f"utterances  {info['utterances']}" + (f" ({info['clean']} clean, {info['augmented']} augmented copies)"
+                                               if info["augmented"] else ""),
+        *([f"augmented   " + ", ".join(f"{k} {n}" for k, n in info["augmented_kinds"].items())]
+          if info["augmented"] else []),
+        *([f"made from   {_sources_line(info['augment'])}"] if info["augment"] else []),
         f"hours       {info['hours']:.3f}",
         f"frames      {info['frames']}",
         f"shards      {info['shards']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']})",
@@ -52,6 +59,18 @@ def inspect(
         "recipe      " + ", ".join(f"{k}={v}" for k, v in info["recipe"].items()),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _sources_line(specs: list[dict]) -> str:
+    """What the copies were made from: `seed 0: reverb rirs (6 files), babble the list (40 files)`."""
+    out = []
+    for spec in specs:
+        sources = ", ".join(f"{kind} {src.get('root')} ({src.get('files')} files)"
+                            for kind, src in spec.get("sources", {}).items())
+        line = f"seed {spec.get('seed')}: {sources}" if sources else f"seed {spec.get('seed')}"
+        if line not in out:
+            out.append(line)
+    return "; ".join(out)
 
 
 def _parts_line(parts: list[str]) -> str:

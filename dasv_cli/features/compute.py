@@ -7,11 +7,13 @@ with exactly the numbers a feature store would hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from functools import partial
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
 from dasv_cli.dsp.logmel import LogMelConfig
+from dasv_cli.errors import DasvError
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Computed:
 
     key: str
     features: FileFeatures
+    kind: str = ""  # the augmentation of a copy (dasv_cli.augment.keys.KINDS); "" for the file itself
 
 
 @dataclass
@@ -45,42 +48,54 @@ class Failed:
 Outcome = Union[Computed, Failed]
 
 
-def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
-    """The features of one file.
-
-    Raises AudioError for unusable audio and ValueError for audio shorter than one window.
-    """
+def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
+    """The features of a decoded waveform (float32 mono at the recipe's rate): a file's, or an
+    augmented copy's made from it. ValueError for a waveform shorter than one window."""
     from dasv_cli.dsp.logmel import logmel, utterance_stats
-    from dasv_cli.io.audio import read_audio
 
-    audio = read_audio(path, cfg.sample_rate)
-    n = len(audio.wave)
+    n = len(wave)
     if n < cfg.min_samples:
         raise ValueError(
             f"too short: {1000 * n / cfg.sample_rate:.1f} ms, less than one "
             f"{1000 * cfg.win_length / cfg.sample_rate:g} ms analysis window"
         )
-    feats = logmel(audio.wave, cfg)
+    feats = logmel(wave, cfg)
     mean, std = utterance_stats(feats)
     if dtype != "float32":
         feats = feats.astype(dtype)
-    return FileFeatures(feats, mean, std, n, audio.source_rate)
+    return FileFeatures(feats, mean, std, n, source_rate)
+
+
+def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
+    """The features of one file.
+
+    Raises AudioError for unusable audio and ValueError for audio shorter than one window.
+    """
+    from dasv_cli.io.audio import read_audio
+
+    audio = read_audio(path, cfg.sample_rate)
+    return features_of(audio.wave, audio.source_rate, cfg, dtype)
+
+
+def guarded(key: str, path: str, compute: Callable[[], FileFeatures], kind: str = "") -> Outcome:
+    """compute() as an Outcome: Computed, or Failed with the reason for failed.tsv (one bad file, or
+    one bad copy, never stops the others)."""
+    from dasv_cli.io.audio import AudioError
+
+    try:
+        return Computed(key, compute(), kind)
+    except AudioError as exc:
+        return Failed(key, path, exc.reason)
+    except DasvError as exc:  # an augmentation source met mid-run (AugmentError names the file)
+        return Failed(key, path, exc.message)
+    except ValueError as exc:
+        return Failed(key, path, str(exc))
+    except MemoryError:
+        return Failed(key, path, "out of memory while computing features (file too long?)")
+    except Exception as exc:  # one odd file must not stop a million-file run
+        return Failed(key, path, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 def compute_items(items: Sequence[tuple[str, str]], cfg: LogMelConfig, dtype: str) -> list[Outcome]:
     """An Outcome for each (key, path): one bad file never stops the others."""
-    from dasv_cli.io.audio import AudioError
-
-    out: list[Outcome] = []
-    for key, path in items:
-        try:
-            out.append(Computed(key, compute_file(path, cfg, dtype)))
-        except AudioError as exc:
-            out.append(Failed(key, path, exc.reason))
-        except ValueError as exc:
-            out.append(Failed(key, path, str(exc)))
-        except MemoryError:
-            out.append(Failed(key, path, "out of memory while computing features (file too long?)"))
-        except Exception as exc:  # one odd file must not stop a million-file run
-            out.append(Failed(key, path, f"unexpected error: {type(exc).__name__}: {exc}"))
-    return out
+    return [guarded(key, path, partial(compute_file, path, cfg, dtype)) for key, path in items]

@@ -5,7 +5,8 @@ shards are committed atomically and each utterance is computed on its own, so a 
 same numbers); Ctrl-C commits what was computed; one writer per directory, or one per part with
 `part` (features.parts: N jobs fill one directory, each skipping what any of them stored); bad
 inputs are listed, not fatal; a write failure (disk full, read-only) is one DasvError and finished
-shards stay.
+shards stay. With `augment`, each file's augmented copies are stored beside it (features.augmented),
+under the same guarantees, key by key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
+from dasv_cli.features.augmented import AugmentJob, AugmentOptions, check_store, prepare_job
 from dasv_cli.features.failed import write_failed
 from dasv_cli.features.parts import select_part
 from dasv_cli.features.workers import InlineRun, Stored, StoreSpec, WriterPool
@@ -39,6 +41,8 @@ class FeaturizeResult:
     part: Part | None = None
     listed: int = 0  # in this run's list (this part's entries with a part)
     stored: int = 0  # newly computed and stored by this run
+    copies: int = 0  # augmented copies newly stored (`augment`)
+    augment: dict[str, int] | None = None  # {kind: copies per file} with `augment`
     skipped: int = 0  # already in the store
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     resampled: int = 0
@@ -59,7 +63,7 @@ class FeaturizeResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "directory": str(self.directory), "part": str(self.part) if self.part else None,
-            "listed": self.listed, "stored": self.stored,
+            "listed": self.listed, "stored": self.stored, "copies": self.copies, "augment": self.augment,
             "skipped": self.skipped, "failed": len(self.failed), "resampled": self.resampled,
             "frames": self.frames, "hours": self.seconds / 3600, "elapsed_s": self.elapsed,
             "x_real_time": self.realtime_factor, "jobs": self.jobs,
@@ -116,6 +120,7 @@ def featurize(
     shard_frames: int = DEFAULT_SHARD_FRAMES,
     progress: bool = True,
     part: Part | None = None,
+    augment: AugmentOptions | None = None,
 ) -> FeaturizeResult:
     """Compute and store the log-mel features of every file in `audio_list` (a path, `-`, or entries).
 
@@ -123,7 +128,9 @@ def featurize(
     parts' under the part's names. Returns a FeaturizeResult; `result.exit_code` is 3 when some inputs
     failed (they are listed in DIR/failed.tsv, or the part's failed list; the others are stored).
     `overwrite`: the existing store in `out_dir` (shards and failed lists) is removed first (not with
-    `part`: one part would delete the others'). Raises DasvError for problems that stop the run.
+    `part`: one part would delete the others'). `augment`: store augmented copies of every file too
+    (features.augmented; the sources are checked before anything is written). Raises DasvError for
+    problems that stop the run.
     """
     from dasv_cli import progress as ui
 
@@ -140,10 +147,13 @@ def featurize(
         entries = read_audio_list(audio_list, audio_dir)  # the whole list: duplicates are refused
     else:
         entries = list(audio_list)
+    job = prepare_job(augment, entries, cfg, str(audio_list) if isinstance(audio_list, (str, Path)) else
+                      "the audio list") if augment is not None else None
     entries = select_part(entries, part)
     out = Path(out_dir)
     _prepare_directory(out)
-    result = FeaturizeResult(directory=out, part=part, listed=len(entries))
+    result = FeaturizeResult(directory=out, part=part, listed=len(entries),
+                             augment=dict(job.spec) if job is not None else None)
     lock = StoreLock(out, part).acquire()
     if not lock.supported:
         ui.warn(f"{out}: the file system does not support locks; make sure no other `dasv features` run "
@@ -155,7 +165,11 @@ def featurize(
             stored: set[str] = set()
         else:
             stored = _stored_keys(out, cfg, dtype)
-        todo = [(e.key, str(e.path)) for e in entries if e.key not in stored]
+        todo: list[Any] = [(e.key, str(e.path)) for e in entries if e.key not in stored]
+        if job is not None:
+            if not overwrite:
+                check_store(out, job)
+            todo = job.todo(entries, stored)
         result.skipped = len(entries) - len(todo)
         n_jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
         result.jobs = n_jobs
@@ -166,31 +180,35 @@ def featurize(
             write_failed(out, [], part)
             ui.log(f"{which}nothing to do: all {len(entries)} listed files are stored in {out}")
             return result
-        ui.log(f"{which}computing features for {len(todo)} files with {n_jobs} job{'s' if n_jobs > 1 else ''} "
+        copies = f" (and {sum(len(w.copies) for w in todo)} augmented copies)" if job is not None else ""
+        ui.log(f"{which}computing features for {len(todo)} files{copies} with {n_jobs} job{'s' if n_jobs > 1 else ''} "
                f"-> {out}")
-        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds)
+        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds, job)
         write_failed(out, result.failed, part)
         refresh_index(out)  # the first training open then reads DIR/.dasv-index.npz, not every shard
     finally:
         lock.release()
     ui.log(
-        f"stored {result.stored} utterances ({result.seconds / 3600:.2f} h of audio, {result.frames} frames) "
+        f"stored {result.stored} utterances{f' and {result.copies} augmented copies' if job else ''} "
+        f"({result.seconds / 3600:.2f} h of audio, {result.frames} frames) "
         f"in {result.elapsed:.1f} s: {result.realtime_factor:.0f}x real-time"
     )
     ui.log(f"resampled to {cfg.sample_rate} Hz: {result.resampled} of {result.stored} stored files")
     if result.failed:
-        ui.warn(f"{len(result.failed)} of {len(todo)} inputs failed; reasons in {out / failed_name(part)}")
+        what = "inputs or copies" if job is not None else f"of {len(todo)} inputs"
+        ui.warn(f"{len(result.failed)} {what} failed; reasons in {out / failed_name(part)}")
     return result
 
 
-def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, jobs: int,
-         shard_frames: int, result: FeaturizeResult, show: bool, lock_fds: Sequence[int] = ()) -> None:
-    """Compute `todo` and store it, counting into `result`; Ctrl-C keeps what was computed."""
+def _run(todo: list[Any], out: Path, cfg: LogMelConfig, dtype: str, jobs: int, shard_frames: int,
+         result: FeaturizeResult, show: bool, lock_fds: Sequence[int] = (), job: AugmentJob | None = None) -> None:
+    """Compute `todo` ((key, path) pairs, or Work with `job`) and store it, counting into `result`;
+    Ctrl-C keeps what was computed."""
     from rich.progress import TextColumn
 
     from dasv_cli import progress as ui
 
-    spec = StoreSpec(out, cfg, dtype, shard_frames, result.part, next_shard_index(out, result.part))
+    spec = StoreSpec(out, cfg, dtype, shard_frames, result.part, next_shard_index(out, result.part), job)
     # A handful of files runs in this process (no worker start-up: `dasv features` on one file starts fast)
     runner: InlineRun | WriterPool
     if jobs > 1 and len(todo) > INLINE_MAX_FILES:
@@ -209,10 +227,12 @@ def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, 
         interrupt.install()
         if bar is not None:
             bar.start()
-            task = bar.add_task("features", total=len(todo), hours=0.0, xrt=0.0)
+            units = sum(w.units for w in todo) if job is not None else len(todo)
+            task = bar.add_task("features", total=units, hours=0.0, xrt=0.0)
         for event in runner.events(lambda: interrupt.requested):
             if isinstance(event, Stored):
-                result.stored += 1
+                result.copies += int(bool(event.kind))
+                result.stored += int(not event.kind)
                 result.frames += event.frames
                 result.seconds += event.samples / cfg.sample_rate
                 result.resampled += int(event.resampled)
@@ -220,7 +240,7 @@ def _run(todo: list[tuple[str, str]], out: Path, cfg: LogMelConfig, dtype: str, 
                 failed.append((event.index, event.path, event.reason))
             if bar is not None:
                 elapsed = time.perf_counter() - start
-                bar.update(task, advance=1, hours=result.seconds / 3600,
+                bar.update(task, advance=event.units, hours=result.seconds / 3600,
                            xrt=result.seconds / elapsed if elapsed > 0 else 0.0)
         ok = True
     except KeyboardInterrupt:  # the second Ctrl-C

@@ -4,10 +4,11 @@ writing its own shards, so no features travel between processes (measured: handi
 writer process through /dev/shm cost ~1 ms of CPU per file, as much as the HDF5 write itself; a
 worker that writes costs what a run of its own, or a `--part`, costs).
 
-Both hand run.py one event per file (Stored or Lost: for the counts, the progress bar and the
-failed list) and commit what they computed when asked to stop. Worker w of J writes shards
-first+w, first+w+J, ... of the directory (or of the part), so a run's layout depends only on the
-list, `jobs` and `shard_frames`. No torch here: the log-mel is NumPy/SciPy.
+Both hand run.py one event per stored utterance (a file, or with `--augment` each of its copies)
+or failure (Stored or Lost: for the counts, the progress bar and the failed list) and commit what
+they computed when asked to stop. Worker w of J writes shards first+w, first+w+J, ... of the
+directory (or of the part), so a run's layout depends only on the list, `jobs` and `shard_frames`.
+No torch here: the log-mel is NumPy/SciPy.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any, Iterator, Sequence, Union
 
 from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import DasvError
-from dasv_cli.features.compute import Computed, compute_items
+from dasv_cli.features.augmented import ATTR as AUGMENT_ATTR, AugmentJob
+from dasv_cli.features.compute import Computed, Outcome, compute_items
 from dasv_cli.features.tuning import die_with_parent, tune_malloc
 from dasv_cli.io.store.layout import Part
 from dasv_cli.io.store.writer import ShardWriter, remove_temporaries
@@ -37,6 +39,8 @@ class Stored:
     frames: int
     samples: int
     resampled: bool
+    kind: str = ""  # the augmentation of a copy (`dasv features --augment`); "" for the file itself
+    units: int = 1  # utterances of the run's total this event accounts for
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Lost:
     index: int
     path: str
     reason: str
+    units: int = 1  # a file that could not be decoded accounts for its copies too
 
 
 Event = Union[Stored, Lost]
@@ -61,32 +66,43 @@ class StoreSpec:
     shard_frames: int
     part: Part | None
     first_index: int  # the first free shard number of the directory (or part)
+    augment: AugmentJob | None = None  # with `--augment`: items are features.augmented.Work
 
     def writer(self, offset: int = 0, step: int = 1) -> ShardWriter:
+        attrs = {AUGMENT_ATTR: self.augment.attr} if self.augment is not None else None
         return ShardWriter(self.directory, self.cfg.to_dict(), dtype=self.dtype, shard_frames=self.shard_frames,
-                           first_index=self.first_index + offset, index_step=step, part=self.part)
+                           first_index=self.first_index + offset, index_step=step, part=self.part, attrs=attrs)
+
+    def compute(self, item: Any) -> tuple[list[Outcome], int]:
+        """(outcomes, utterances planned) of one item: a (key, path) pair, or a Work with --augment."""
+        if self.augment is not None:
+            return self.augment.compute(item, self.cfg, self.dtype), item.units
+        return compute_items([item], self.cfg, self.dtype), 1
 
 
-def compute_and_store(items: Sequence[tuple[str, str]], indices: Sequence[int], spec: StoreSpec,
+def compute_and_store(items: Sequence[Any], indices: Sequence[int], spec: StoreSpec,
                       writer: ShardWriter, stopping: Any) -> Iterator[Event]:
-    """Compute items[i] for i in `indices` into `writer`, one Event each, until `stopping()`."""
+    """Compute items[i] for i in `indices` into `writer`, one Event per utterance (or failure), until
+    `stopping()`."""
     for i in indices:
         if stopping():
             return
-        key, path = items[i]
-        outcome = compute_items([(key, path)], spec.cfg, spec.dtype)[0]
-        if isinstance(outcome, Computed):
-            f = outcome.features
-            writer.add(key, f.feats, f.mean, f.std, f.samples)
-            yield Stored(i, int(f.feats.shape[0]), int(f.samples), f.source_rate != spec.cfg.sample_rate)
-        else:
-            yield Lost(i, outcome.path, outcome.reason)
+        outcomes, units = spec.compute(items[i])
+        for n, outcome in enumerate(outcomes, start=1):
+            share = 1 + (units - len(outcomes) if n == len(outcomes) else 0)
+            if isinstance(outcome, Computed):
+                f = outcome.features
+                writer.add(outcome.key, f.feats, f.mean, f.std, f.samples)
+                resampled = f.source_rate != spec.cfg.sample_rate and not outcome.kind
+                yield Stored(i, int(f.feats.shape[0]), int(f.samples), resampled, outcome.kind, share)
+            else:
+                yield Lost(i, outcome.path, outcome.reason, share)
 
 
 class InlineRun:
     """One job: computed and written in this process (single-threaded code: one job = one core)."""
 
-    def __init__(self, items: Sequence[tuple[str, str]], spec: StoreSpec) -> None:
+    def __init__(self, items: Sequence[Any], spec: StoreSpec) -> None:
         self.items = items
         self.writer = spec.writer()
         self.spec = spec
@@ -110,7 +126,7 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(1)  # unwinds through the worker's handlers: the unfinished shard is dropped
 
 
-def _worker_main(w: int, jobs: int, items: Sequence[tuple[str, str]], spec: StoreSpec, conn: Any,
+def _worker_main(w: int, jobs: int, items: Sequence[Any], spec: StoreSpec, conn: Any,
                  stop: Any, lock_fds: Sequence[int]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells the workers
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -151,7 +167,7 @@ class WriterPool:
     of its pipe at once, and can leave no lock behind that the others would wait on.
     """
 
-    def __init__(self, jobs: int, items: Sequence[tuple[str, str]], spec: StoreSpec,
+    def __init__(self, jobs: int, items: Sequence[Any], spec: StoreSpec,
                  lock_fds: Sequence[int] = ()) -> None:
         import multiprocessing as mp
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dasv_cli.errors import InputError
+from dasv_cli.io.flac import decode_flac16
 
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -81,9 +82,21 @@ def ffmpeg_first(path: str | Path) -> bool:
 def read_audio(path: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Audio:
     """Decode `path` to float32 mono at `sample_rate`; AudioError for anything unusable."""
     p = Path(path)
-    decoders = (_decode_ffmpeg, _decode_sndfile) if ffmpeg_first(p) else (_decode_sndfile, _decode_ffmpeg)
-    data, rate = _with_fallback(p, decoders)
-    return _finish(p, data, rate, sample_rate)
+    fast = decode_flac16(p) if p.suffix.lower() == ".flac" else None  # None: libsndfile decides
+    if fast is not None:
+        data, rate = int16_to_float(fast[0]), fast[1]
+    else:
+        decoders = (_decode_ffmpeg, _decode_sndfile) if ffmpeg_first(p) else (_decode_sndfile, _decode_ffmpeg)
+        data, rate = _with_fallback(p, decoders)
+    return _finish(p, data, rate, sample_rate, checked=fast is not None)
+
+
+def int16_to_float(data: np.ndarray) -> np.ndarray:
+    """16-bit samples -> float32 in [-1, 1), in one pass: scaling by 2**-15 is exact, so these are the
+    very samples libsndfile's own float conversion gives."""
+    out = np.empty(data.shape, dtype=np.float32)
+    np.multiply(data, np.float32(1.0 / 32768.0), out=out)
+    return out
 
 
 def _with_fallback(p: Path, decoders: tuple) -> tuple:
@@ -138,7 +151,7 @@ def _decode_sndfile(p: Path) -> tuple[np.ndarray, int]:
             if fh.subtype in _INT16_SUBTYPES:
                 # 16-bit sources (most speech corpora): decoding to int16 skips libsndfile's float
                 # conversion; scaling by 2**-15 is exact and gives the very same float32 samples.
-                data = fh.read(dtype="int16", always_2d=False).astype(np.float32) * np.float32(1.0 / 32768.0)
+                data = int16_to_float(fh.read(dtype="int16", always_2d=False))
             else:
                 data = fh.read(dtype="float32", always_2d=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -201,20 +214,21 @@ def _decode_ffmpeg(p: Path) -> tuple[np.ndarray, int]:
     data = np.concatenate(chunks, axis=1)  # a copy: the frames' buffers are let go
     _, scale, offset = _FFMPEG_FORMATS[fmt.rstrip("p")]
     if data.dtype == np.int16:  # exact, as for libsndfile's 16-bit path
-        data = data.astype(np.float32) * np.float32(scale)
+        data = int16_to_float(data)
     elif data.dtype != np.float32:
         data = ((data.astype(np.float64) + offset) * scale).astype(np.float32)
     return (data[0] if channels == 1 else data.T), int(rate)
 
 
-def _finish(p: Path, data: np.ndarray, rate: int, sample_rate: int) -> Audio:
-    """Mix down, check, resample: the same for either decoder."""
+def _finish(p: Path, data: np.ndarray, rate: int, sample_rate: int, checked: bool = False) -> Audio:
+    """Mix down, check, resample: the same for every decoder (`checked`: from integer samples, which
+    cannot be NaN or infinite)."""
     channels = 1 if data.ndim == 1 else int(data.shape[1])
     if data.ndim == 2:
         data = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]
     if data.size == 0:
         raise AudioError(p, "empty audio (0 samples)")
-    if not np.isfinite(data).all():
+    if not checked and not np.isfinite(data).all():
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise AudioError(p, f"contains NaN or infinite samples ({bad} of {data.size})")
     wave = np.ascontiguousarray(data, dtype=np.float32)

@@ -13,7 +13,8 @@ A store is a directory of `shard-NNNNN.h5` files. Each shard holds
 
 and attrs: format, format_version, dasv_version, dtype, the recipe's fields one by one (sample_rate,
 n_mels, n_fft, win_length, hop_length, window, preemphasis, scale, fmin, fmax, mel_scale, log_floor,
-...) and `recipe` (the same as JSON, the exact round trip).
+...) and `recipe` (the same as JSON, the exact round trip); a shard written by `dasv features
+--augment` also has `augment` (JSON: the spec, seed and source fingerprints of its copies).
 
 A shard is written under a temporary name (`.shard-NNNNN.h5.XXXXXX.tmp`, io.atomic), fsynced and
 renamed when complete, so a complete-looking shard is always complete; readers ignore temporary

@@ -132,7 +132,7 @@ class ShardWriter:
     the matching StoreLock; or several in one run (worker processes) that number their shards apart
     (`first_index`, `index_step`). A shard is written under a temporary name and finished (index written,
     fsynced, renamed) when it reaches `shard_frames` or on `close()`; `abort()` drops the unfinished
-    shard. Write failures (disk full, read-only) raise DasvError and drop only the unfinished shard.
+    shard. `attrs` go into every shard beside the store's own (which they cannot replace). Write failures (disk full, read-only) raise DasvError and drop only the unfinished shard.
 
     Frames are gathered in a buffer of BUFFER_CHUNKS whole chunks and written once it is full, so
     HDF5 writes each chunk whole and once (measured: a write per utterance, partial chunks at both
@@ -141,11 +141,13 @@ class ShardWriter:
 
     def __init__(self, directory: str | Path, recipe: dict[str, Any], dtype: str = "float32",
                  shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-                 first_index: int | None = None, part: Part | None = None, index_step: int = 1) -> None:
+                 first_index: int | None = None, part: Part | None = None, index_step: int = 1,
+                 attrs: dict[str, str] | None = None) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.directory = Path(directory)
         self.recipe = dict(recipe)
+        self.attrs = dict(attrs or {})  # more attrs for every shard (`augment`: how its copies were made)
         self.dtype = dtype
         self.part = part
         self.n_mels = int(recipe["n_mels"])
@@ -270,7 +272,7 @@ class ShardWriter:
             f.create_dataset("samples", data=np.asarray(self._samples, dtype=np.int64))
             f.create_dataset("mean", data=np.stack(self._means).astype(np.float32))
             f.create_dataset("std", data=np.stack(self._stds).astype(np.float32))
-            for name, value in shard_attrs(self.recipe, self.dtype, n, int(lengths.sum())).items():
+            for name, value in {**self.attrs, **shard_attrs(self.recipe, self.dtype, n, int(lengths.sum()))}.items():
                 f.attrs[name] = value
             f.close()
             self._file = None
