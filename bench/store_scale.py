@@ -189,7 +189,8 @@ def _per_process(directory: str, batches: int, window: int, batch_size: int, nor
 
 def _through_loader(directory: str, workers: int, batches: int, window: int, batch_size: int,
                     norm: str) -> dict:
-    from dasv_cli.train.windows import WindowBatchSampler, make_loader
+    from dasv_cli.train.loader import make_loader
+    from dasv_cli.train.windows import WindowBatchSampler
 
     ds, lengths = _dataset(directory, norm)
     sampler = WindowBatchSampler(lengths, batch_size, window, seed=1)
@@ -201,11 +202,11 @@ def _through_loader(directory: str, workers: int, batches: int, window: int, bat
     for _ in range(batches):
         next(it)
     rate = batches * batch_size / (time.perf_counter() - t0)
-    pids = [w.pid for w in getattr(it, "_workers", [])]
+    pids = [w.pid for w in getattr(loader._iterator, "_workers", [])]
     private = [_private_mb(p) for p in pids]
     open_files = len(os.listdir("/proc/self/fd"))
-    if hasattr(it, "_shutdown_workers"):
-        it._shutdown_workers()
+    if hasattr(loader._iterator, "_shutdown_workers"):
+        loader._iterator._shutdown_workers()
     return {"samples_per_s": rate, "worker_private_mb": private, "main_open_fds": open_files}
 
 

@@ -246,12 +246,14 @@ def utterance_stats(feats: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(feats: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | None = None,
-              mode: str = "cmn", eps: float = 1e-5) -> ArrayLike:
+              mode: str = "cmn", eps: float = 1e-5, inplace: bool = False) -> ArrayLike:
     """Per-utterance normalisation: "cmn" subtracts the mean, "cmvn" also divides by the std, "none".
 
     `mean`/`std` are the utterance's statistics over time (FeatureStore.stats), so that a training
     window can be normalised like the whole utterance; when omitted they are computed from `feats`
     (over the time axis, dim -2). Works on numpy [T, F] and torch [..., T, F]; returns the same kind.
+    `inplace` (float tensors only) overwrites `feats` with the same numbers: a loader's own batch,
+    spared a second batch-sized allocation.
     """
     if mode not in NORM_MODES:
         raise ValueError(f"unknown normalisation {mode!r}; expected one of {', '.join(NORM_MODES)}")
@@ -266,7 +268,6 @@ def normalise(feats: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | 
             mean = torch.as_tensor(mean, dtype=feats.dtype, device=feats.device)
             if mean.dim() == feats.dim() - 1:
                 mean = mean.unsqueeze(-2)
-        out = feats - mean
         if mode == "cmvn":
             if std is None:
                 std = feats.std(dim=-2, unbiased=False, keepdim=True)
@@ -274,7 +275,9 @@ def normalise(feats: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | 
                 std = torch.as_tensor(std, dtype=feats.dtype, device=feats.device)
                 if std.dim() == feats.dim() - 1:
                     std = std.unsqueeze(-2)
-            out = out / (std + eps)
+        out = feats.sub_(mean) if inplace else feats - mean
+        if mode == "cmvn":
+            out = out.div_(std + eps) if inplace else out / (std + eps)
         return out
     arr = np.asarray(feats)
     m = arr.mean(axis=-2, keepdims=True) if mean is None else np.expand_dims(np.asarray(mean), -2)

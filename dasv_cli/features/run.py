@@ -25,6 +25,7 @@ from dasv_cli.features.parts import select_part
 from dasv_cli.features.workers import InlineRun, Stored, StoreSpec, WriterPool
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
+from dasv_cli.io.store.index import refresh_index
 from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.writer import clear_store, next_shard_index, remove_temporaries
@@ -184,6 +185,7 @@ def featurize(
                f"-> {out}")
         _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds, job)
         write_failed(out, result.failed, part)
+        refresh_index(out)  # the first training open then reads DIR/.dasv-index.npz, not every shard
     finally:
         lock.release()
     ui.log(

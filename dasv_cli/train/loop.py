@@ -90,7 +90,8 @@ class Trainer:
         self.updates = GuardedUpdates(cfg, ctx, self.model, self.optimizer, self.state, self.out, self._fault)
 
     def _build_loader(self) -> None:
-        from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, make_loader
+        from dasv_cli.train.loader import make_loader
+        from dasv_cli.train.windows import WindowBatchSampler, WindowDataset
 
         cfg, ctx = self.cfg, self.ctx
         self.dataset = WindowDataset(cfg.features, self.data.keys, self.data.labels, self.data.lengths, cfg.norm,
@@ -299,7 +300,7 @@ class Trainer:
 
     def _loader_timeout(self) -> DasvError:
         """A data loader that sent nothing, as one line with the fix."""
-        from dasv_cli.train.windows import LOADER_TIMEOUT_S
+        from dasv_cli.train.loader import LOADER_TIMEOUT_S
 
         return DasvError(
             f"the data loader workers sent no batch for {LOADER_TIMEOUT_S} s (is /dev/shm full? "

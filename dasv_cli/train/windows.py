@@ -8,7 +8,8 @@ epoch's plan and skips the batches already used without reading them.
 
 Only the window's frames are read (`FeatureStore.read_windows`, a batch at a time); an utterance shorter than the window is
 repeated (tiled) to fill it. Each example is normalised with the utterance's stored statistics
-(`FeatureStore.read_stats`: the whole utterance's mean/std, as the original tool normalised whole files).
+(`FeatureStore.read_stats`: the whole utterance's mean/std, as the original tool normalised whole files),
+once per batch. The DataLoader that runs this in worker processes is train/loader.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -131,6 +132,7 @@ class WindowDataset:
         self.norm = norm
         self._store = store
         self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.ring: Any = None  # train.loader.BatchRing: the loader's shared slots, set before its workers fork
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -171,7 +173,10 @@ class WindowDataset:
         return np.ascontiguousarray(feats, dtype=np.float32), int(self.labels[i])
 
     def __getitems__(self, items: list[tuple[int, int, int]]) -> "WindowBatch":
-        """A whole batch (DataLoader calls this with the sampler's list): one batched read."""
+        """A whole batch (DataLoader calls this with the sampler's list): one batched read in the
+        stored dtype, then one conversion to float32 and one in-place normalisation for the batch."""
+        import torch
+
         from dasv_cli.dsp.logmel import normalise
 
         index = np.fromiter((it[0] for it in items), dtype=np.int64, count=len(items))
@@ -181,31 +186,63 @@ class WindowDataset:
             raise ValueError(f"a batch holds windows of one length, got {sorted(frames)}")
         store = self.store()
         rows = self.rows()[index]
-        feats = store.read_windows(rows, starts, frames.pop())
+        raw = store.read_windows(rows, starts, frames.pop())
+        claimed = self.ring.claim(raw.shape) if self.ring is not None else None
+        feats = claimed[0] if claimed is not None else batch_tensor(raw.shape)
+        feats.copy_(torch.from_numpy(raw))
         if self.norm != "none":
-            mean, std = store.read_stats(rows)
-            feats = normalise(feats, mean, std, self.norm)
-        return WindowBatch(np.ascontiguousarray(feats, dtype=np.float32), self.labels[index])
+            mean, std = store.read_stats(rows, std=self.norm == "cmvn")
+            normalise(feats, torch.from_numpy(mean), None if std is None else torch.from_numpy(std), self.norm,
+                      inplace=True)
+        if claimed is not None:
+            return RingBatch(*claimed[1], tuple(raw.shape), self.labels[index])
+        return WindowBatch(feats, torch.from_numpy(self.labels[index]))
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
 
 
+def batch_tensor(shape: tuple[int, ...]):
+    """An empty float32 tensor for a batch; inside a loader worker in shared memory, where the batch
+    must go anyway to reach the main process (as torch's default_collate does: saves a copy)."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+
+
 @dataclass
 class WindowBatch:
-    """A batch read at once: feats float32 [B, T, F], labels int64 [B]."""
+    """A batch read at once: feats float32 [B, T, F], labels int64 [B] (torch tensors)."""
 
-    feats: np.ndarray
-    labels: np.ndarray
+    feats: Any
+    labels: Any
 
 
-def collate_windows(items: "list[tuple[np.ndarray, int]] | WindowBatch"):
-    """Stack equal-length windows into (feats float32 [B, T, F], labels int64 [B]) tensors."""
+@dataclass
+class RingBatch:
+    """A batch a loader worker left in slot `slot` of its row `worker` of the loader's shared ring
+    (train.loader.BatchRing): what crosses to the main process instead of the batch itself."""
+
+    worker: int
+    slot: int
+    shape: tuple[int, ...]
+    labels: np.ndarray  # int64 [B]
+
+
+def collate_windows(items: "list[tuple[np.ndarray, int]] | WindowBatch | RingBatch"):
+    """Stack equal-length windows into (feats float32 [B, T, F], labels int64 [B]) tensors (a
+    RingBatch passes through: the main process takes it out of the ring)."""
     import torch
 
+    if isinstance(items, RingBatch):
+        return items
     if isinstance(items, WindowBatch):
-        return torch.from_numpy(items.feats), torch.from_numpy(items.labels.astype(np.int64))
+        return items.feats, items.labels
     feats = torch.from_numpy(np.stack([x for x, _ in items]))
     labels = torch.as_tensor([y for _, y in items], dtype=torch.int64)
     return feats, labels
@@ -228,27 +265,3 @@ class WorkerInit:
         s = (self.seed * 1_000_003 + self.rank * 1009 + worker_id) & 0xFFFFFFFF
         np.random.seed(s)
         torch.manual_seed(s)
-
-
-LOADER_TIMEOUT_S = 300  # seconds the main process waits for one batch from the loader workers
-
-
-def make_loader(dataset: WindowDataset, sampler: WindowBatchSampler, workers: int, seed: int, rank: int,
-                pin_memory: bool = False):
-    """The DataLoader: plan-driven batches, `workers` reader processes kept across epochs."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    # A private generator for the loader's per-iterator base seed, so that starting an iterator (at
-    # each epoch, or mid-epoch on resume) never consumes the global RNG that drives head masking.
-    generator = torch.Generator()
-    generator.manual_seed((seed * 31 + rank) & 0x7FFFFFFF)
-    kwargs = {}
-    if workers > 0:
-        # A worker whose batch cannot reach the main process (a full /dev/shm: torch passes tensors
-        # through shared memory) fails silently in a queue thread; without a timeout the run would
-        # wait for that batch forever.
-        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=WorkerInit(seed, rank),
-                      timeout=LOADER_TIMEOUT_S)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_windows,
-                      pin_memory=pin_memory, generator=generator, **kwargs)

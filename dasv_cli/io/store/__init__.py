@@ -4,6 +4,7 @@
     lock.py      StoreLock: one writer per directory, or one per part (`--part I/N`)
     writer.py    ShardWriter: shards committed atomically, so a rerun resumes; store housekeeping
     index.py     StoreIndex: flat arrays (keys sorted, shard/offset/length), cached in DIR/.dasv-index.npz
+    handles.py   ShardHandle: one open shard (descriptor for pread, HDF5 only where needed); the open-file budget
     reader.py    FeatureStore: the index in memory (all shards, every part's), a bounded LRU of shards, windows read by pread or HDF5
 
     from dasv_cli.io.store.reader import FeatureStore

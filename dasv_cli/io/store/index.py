@@ -25,7 +25,7 @@ import numpy as np
 
 from dasv_cli.errors import DasvError, InputError
 from dasv_cli.io.atomic import atomic_path
-from dasv_cli.io.store.layout import REQUIRED, STORE_FORMAT, STORE_FORMAT_VERSION, check_shard, open_shard
+from dasv_cli.io.store.layout import REQUIRED, STORE_FORMAT, STORE_FORMAT_VERSION, check_shard, list_shards, open_shard
 
 INDEX_NAME = ".dasv-index.npz"
 INDEX_VERSION = 3
@@ -105,6 +105,22 @@ def raw_layout(f: Any, dtype: str) -> tuple[int, np.ndarray, int, int]:
     return rows, chunks, first[0], first[1]
 
 
+def run_ends(chunks: np.ndarray, chunk_start: np.ndarray, chunk_rows: np.ndarray, row_bytes: int) -> np.ndarray:
+    """Per chunk (in `chunks` order): the feats row where the run of chunks lying back to back in the
+    file from it on ends, so rows [a, b) of a shard starting in chunk c are one pread when
+    b <= run_end[c] (ShardWriter's chunks mostly follow each other; a window rarely crosses a gap)."""
+    n = chunks.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    shard = np.repeat(np.arange(chunk_start.size - 1), np.diff(chunk_start))
+    per = chunk_rows[shard]
+    follows = np.zeros(n, dtype=bool)
+    follows[:-1] = (shard[1:] == shard[:-1]) & (chunks[1:] == chunks[:-1] + per[:-1] * row_bytes)
+    last = np.where(follows, n, np.arange(n))  # the chunks that end a run are their own last
+    last = np.minimum.accumulate(last[::-1])[::-1]
+    return (last - chunk_start[shard] + 1) * per
+
+
 def read_part(path: Path, like: ShardPart | None = None) -> ShardPart:
     """One shard's keys, offsets, lengths and samples (the shard is opened once, briefly, and checked;
     `like`: a part already read from this store, whose recipe this shard shares when its attrs match)."""
@@ -150,6 +166,8 @@ class StoreIndex:
         np.cumsum([p.chunks.size for p in parts], out=self.chunk_start[1:])
         self.chunks = np.concatenate([p.chunks for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
         self.stats_at = np.array([p.stats_at for p in parts], dtype=np.int64).reshape(-1, 2)
+        row_bytes = int(self.recipe.get("n_mels", 80)) * (2 if self.dtype == "float16" else 4)
+        self.run_end = run_ends(self.chunks, self.chunk_start, self.chunk_rows, row_bytes)
         keys = np.concatenate([p.keys for p in parts]).astype(bytes) if parts else np.zeros(0, "S1")
         order = np.argsort(keys, kind="stable")
         self.sorted_keys = keys[order]
@@ -266,3 +284,15 @@ def open_index(directory: Path, shards: Sequence[Path]) -> StoreIndex:
     if not current:
         _save_cache(directory, index, sigs)
     return index
+
+
+def refresh_index(directory: Path) -> None:
+    """Bring DIR's index cache up to date with its shards (the end of `dasv features` calls it, so that
+    the first training open reads one file instead of every shard). A store that cannot be indexed
+    is left as it is: the reader reports its problem when it is opened."""
+    shards = list_shards(directory)
+    if shards:
+        try:
+            open_index(directory, shards)
+        except DasvError:
+            pass

@@ -2,11 +2,14 @@
 
 Callers see keys, lengths, windows and stats only. The index (io.store.index: key -> row; per row
 shard, offset, length) is built once per process at most (cached beside the shards) and crosses a
-fork or a pickle as a few numpy buffers. HDF5 handles are a per-process LRU of at most `max_open`
-shards (derived from the open-file limit). Where a shard's feats/mean/std lie in the file as plain
-blocks (uncompressed, chunks in row order: what ShardWriter writes; checked once, at index time) a
-read is one os.pread of a plain descriptor, so a random window in any of thousands of shards costs
-no HDF5 open; other shards are read through h5py with the datasets kept open.
+fork or a pickle as a few numpy buffers. Shard handles (io.store.handles) are a per-process LRU of
+at most `max_open` shards (derived from the open-file limit). Where a shard's feats/mean/std lie in
+the file as plain blocks (uncompressed, chunks in row order: what ShardWriter writes; checked once,
+at index time) a read is one os.pread of a plain descriptor, so a random window in any of thousands
+of shards costs no HDF5 open; other shards are read through h5py with the datasets kept open.
+A batch (read_windows, read_stats) is read in shard/offset order, each window one os.preadv
+straight into its slot of one array in the stored dtype: the per-window Python, small arrays and
+float16 conversions cost more than the reads did (bench/train_loader.py, the breakdown).
 """
 
 from __future__ import annotations
@@ -20,61 +23,9 @@ import numpy as np
 
 from dasv_cli.errors import InputError
 from dasv_cli.io.paths import require_dir
+from dasv_cli.io.store.handles import ShardHandle, default_max_open
 from dasv_cli.io.store.index import StoreIndex, open_index
 from dasv_cli.io.store.layout import list_shards
-
-MAX_OPEN = 256  # shards one process keeps open at most
-CHUNK_CACHE_BYTES = 1 << 20  # per open file: random windows rarely revisit a chunk
-
-
-def default_max_open() -> int:
-    """At most MAX_OPEN handles, and no more than an eighth of the soft open-file limit."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return MAX_OPEN
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        return MAX_OPEN
-    return max(4, min(MAX_OPEN, int(soft) // 8))
-
-
-class _Handle:
-    """One shard of this process: a plain descriptor for pread (feats, mean, std lie in the file as
-    plain blocks: StoreIndex.raw) and, only where that does not hold, the HDF5 file with its datasets
-    kept open (a dataset open costs as much as a read)."""
-
-    __slots__ = ("path", "fd", "_file")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self._file: Any = None
-
-    def file(self) -> Any:
-        if self._file is None:
-            import h5py
-
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
-        return self._file
-
-    def pread(self, nbytes: int, offset: int) -> bytes | None:
-        buf = os.pread(self.fd, nbytes, offset)
-        return buf if len(buf) == nbytes else None
-
-    def close(self, hdf5: bool = True) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-        if hdf5 and self._file is not None:
-            try:
-                self._file.close()
-            except Exception:
-                pass
-        self._file = None
-
 
 class FeatureStore:
     """Read access to a feature store directory: index in memory, HDF5 opened lazily per process.
@@ -92,9 +43,10 @@ class FeatureStore:
                 raise InputError(f"{self.path}: no feature shards (shard-*.h5); create them with `dasv features`")
             index = open_index(self.path, shards)
         self._ix = index
+        self._n_mels = int((index.recipe or {}).get("n_mels", 80))
         self._shards = index.shards
         self._max_open = int(max_open or default_max_open())
-        self._files: OrderedDict[int, _Handle] = OrderedDict()
+        self._files: OrderedDict[int, ShardHandle] = OrderedDict()
         self._pid = os.getpid()
 
     @property
@@ -103,7 +55,7 @@ class FeatureStore:
         return self._ix
 
     # -- process-local handles ------------------------------------------------------------------
-    def _handle(self, s: int) -> _Handle:
+    def _handle(self, s: int) -> ShardHandle:
         if self._pid != os.getpid():  # forked: never touch the parent's HDF5 handles
             for inherited in self._files.values():
                 inherited.close(hdf5=False)  # the copied descriptors are this process's to close
@@ -116,7 +68,7 @@ class FeatureStore:
         while len(self._files) >= self._max_open:
             _, old = self._files.popitem(last=False)
             old.close()
-        h = _Handle(self._shards[s])
+        h = ShardHandle(self._shards[s])
         self._files[s] = h
         return h
 
@@ -173,7 +125,7 @@ class FeatureStore:
 
     @property
     def n_mels(self) -> int:
-        return int(self.recipe.get("n_mels", 80))
+        return self._n_mels
 
     @property
     def shards(self) -> list[Path]:
@@ -201,21 +153,27 @@ class FeatureStore:
         return int(self._ix.length.sum())
 
     # -- data -------------------------------------------------------------------------------
-    def _read(self, row: int, start: int, frames: int) -> np.ndarray:
-        s = int(self._ix.shard[row])
-        off = int(self._ix.offset[row]) + start
-        h = self._handle(s)
+    @property
+    def _row_bytes(self) -> int:
+        return self._n_mels * (2 if self.dtype == "float16" else 4)
+
+    def _rows_as_stored(self, h: ShardHandle, s: int, off: int, frames: int) -> np.ndarray:
+        """Rows [off, off + frames) of shard s's feats in the stored dtype (a read-only view or a copy)."""
         per = int(self._ix.chunk_rows[s])
         if per > 0 and frames > 0:
             raw = self._pread_rows(h, s, per, off, frames)
             if raw is not None:
-                return raw.astype(np.float32)
-        return np.asarray(h.file()["feats"][off:off + frames], dtype=np.float32)
+                return raw
+        return h.file()["feats"][off:off + frames]
 
-    def _pread_rows(self, h: _Handle, s: int, per: int, off: int, frames: int) -> np.ndarray | None:
+    def _read(self, row: int, start: int, frames: int) -> np.ndarray:
+        s = int(self._ix.shard[row])
+        raw = self._rows_as_stored(self._handle(s), s, int(self._ix.offset[row]) + start, frames)
+        return np.asarray(raw, dtype=np.float32) if raw.dtype != np.float32 else np.array(raw)
+
+    def _pread_rows(self, h: ShardHandle, s: int, per: int, off: int, frames: int) -> np.ndarray | None:
         """Rows [off, off + frames) of a shard's feats, one pread per run of adjacent chunks."""
-        item = 2 if self.dtype == "float16" else 4
-        row_bytes = self.n_mels * item
+        row_bytes = self._row_bytes
         first, last = off // per, (off + frames - 1) // per
         where = self._ix.chunks[int(self._ix.chunk_start[s]) + first:int(self._ix.chunk_start[s]) + last + 1]
         pieces = []
@@ -233,15 +191,7 @@ class FeatureStore:
             pieces.append(buf)
             lo, c = end, d + 1
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return np.frombuffer(data, dtype="<f2" if item == 2 else "<f4").reshape(frames, self.n_mels)
-
-    def _stat_row(self, h: _Handle, s: int, which: int, local: int) -> np.ndarray:
-        base = int(self._ix.stats_at[s, which - 1])
-        if base >= 0:
-            buf = h.pread(self.n_mels * 4, base + local * self.n_mels * 4)
-            if buf is not None:
-                return np.frombuffer(buf, dtype="<f4")
-        return h.file()["mean" if which == 1 else "std"][local]
+        return np.frombuffer(data, dtype="<f2" if self.dtype == "float16" else "<f4").reshape(frames, self.n_mels)
 
     def __getitem__(self, key: str) -> np.ndarray:
         """The whole utterance, float32 [frames, n_mels] (raw log-mel, as stored)."""
@@ -258,35 +208,67 @@ class FeatureStore:
         return self._read(row, start, frames)
 
     def read_windows(self, rows: np.ndarray, starts: np.ndarray, frames: int) -> np.ndarray:
-        """float32 [B, frames, n_mels]: row i's frames from starts[i] (clamped into the utterance), or
-        the whole utterance tiled when it is shorter; read in shard/offset order, returned in `rows` order."""
+        """[B, frames, n_mels] in the stored dtype (float16 or float32: the caller converts the whole
+        batch in one op): row i's frames from starts[i] (clamped into the utterance), or the whole
+        utterance tiled when it is shorter. Read in shard/offset order; a window whose chunks lie back
+        to back in the file (StoreIndex.run_end: nearly all) is one preadv straight into its slot."""
+        ix = self._ix
         rows = np.asarray(rows, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
         frames = int(frames)
-        out = np.empty((rows.size, frames, self.n_mels), dtype=np.float32)
-        lengths = self._ix.length[rows]
-        starts = np.minimum(np.maximum(starts, 0), np.maximum(lengths - frames, 0))
-        for i in np.lexsort((self._ix.offset[rows] + starts, self._ix.shard[rows])):
-            row, n = int(rows[i]), int(lengths[i])
-            if n >= frames:
-                out[i] = self._read(row, int(starts[i]), frames)
-            else:
-                out[i] = self._read(row, 0, n)[np.arange(frames) % n]  # tiled, as train.windows.tile_to
+        out = np.empty((rows.size, frames, self.n_mels), dtype=np.float16 if self.dtype == "float16" else np.float32)
+        if rows.size == 0 or frames == 0:
+            return out
+        lengths = ix.length[rows]
+        take = np.minimum(lengths, frames)  # rows read; a shorter utterance is read whole, then tiled
+        starts = np.minimum(np.maximum(np.asarray(starts, dtype=np.int64), 0), lengths - take)
+        shard = ix.shard[rows].astype(np.int64)
+        first = ix.offset[rows] + starts
+        per = ix.chunk_rows[shard]
+        chunk = ix.chunk_start[shard] + first // np.maximum(per, 1)
+        direct = per > 0
+        chunk = np.where(direct, chunk, 0)
+        byte = np.zeros(rows.size, dtype=np.int64)
+        if ix.chunks.size:
+            byte = ix.chunks[chunk] + (first - (chunk - ix.chunk_start[shard]) * per) * self._row_bytes
+            direct &= first + take <= ix.run_end[chunk]
+        row_bytes = self._row_bytes
+        slot = frames * row_bytes
+        view = memoryview(out).cast("B")
+        order = np.lexsort((first, shard))
+        last_s, h = -1, None
+        for i, s, off, n, at, one in zip(order.tolist(), shard[order].tolist(), first[order].tolist(),
+                                         take[order].tolist(), byte[order].tolist(), direct[order].tolist()):
+            if s != last_s:
+                h, last_s = self._handle(s), s
+            if not (one and h.pread_into(view[i * slot:i * slot + n * row_bytes], at)):
+                out[i, :n] = self._rows_as_stored(h, s, off, n)
+            while n < frames:  # tiled, as train.windows.tile_to: what is there copied after itself
+                k = min(n, frames - n)
+                out[i, n:n + k] = out[i, :k]
+                n += k
         return out
 
-    def read_stats(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) float32 [B, n_mels] of each row, read in shard/row order."""
+    def read_stats(self, rows: np.ndarray, std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean, std) float32 [B, n_mels] of each row (std None unless asked: CMN needs only the
+        mean), read in shard/row order, each row one preadv into its slot where the stats are plain."""
         rows = np.asarray(rows, dtype=np.int64)
-        mean = np.empty((rows.size, self.n_mels), dtype=np.float32)
-        std = np.empty_like(mean)
-        shard = self._ix.shard[rows]
+        shard = self._ix.shard[rows].astype(np.int64)
         local = rows - self._ix.shard_start[shard]
-        for i in np.lexsort((local, shard)):
-            s = int(shard[i])
-            h = self._handle(s)
-            mean[i] = self._stat_row(h, s, 1, int(local[i]))
-            std[i] = self._stat_row(h, s, 2, int(local[i]))
-        return mean, std
+        order = np.lexsort((local, shard))
+        out = []
+        for which, name in ((0, "mean"), (1, "std"))[:2 if std else 1]:
+            stat = np.empty((rows.size, self.n_mels), dtype=np.float32)
+            size = self.n_mels * 4
+            base = self._ix.stats_at[shard, which]
+            view = memoryview(stat).cast("B")
+            last_s, h = -1, None
+            for i, s, j, at in zip(order.tolist(), shard[order].tolist(), local[order].tolist(), base[order].tolist()):
+                if s != last_s:
+                    h, last_s = self._handle(s), s
+                if not (at >= 0 and h.pread_into(view[i * size:(i + 1) * size], at + j * size)):
+                    stat[i] = h.file()[name][j]
+            out.append(stat)
+        return out[0], out[1] if std else None
 
     def stats(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) over time of the whole utterance, float32 [n_mels] each."""
