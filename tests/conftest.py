@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: the bundled demo speech, ../shared/data when present, the one CLI runner
-(a real process, or in this process where no process of its own is needed) and the tiny training setup.
+(a real process, or in this process where no process of its own is needed) and the tiny training setup
+(the demo training data, one thread, the TINY config).
 
 Test modules import the helpers with `from conftest import ...` (pytest puts tests/ on sys.path).
 """
@@ -15,10 +16,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import pytest
 
@@ -81,6 +83,56 @@ def make_demo_data(root: Path, demo_dir: Path) -> Path:
     return root
 
 
+def same_store_content(a: Path, b: Path) -> None:
+    """Two feature stores hold the same keys with bit-identical features, statistics and sample counts."""
+    import numpy as np
+
+    from dasv_cli.io.store.reader import FeatureStore
+
+    with FeatureStore(a) as sa, FeatureStore(b) as sb:
+        assert sorted(sa.keys()) == sorted(sb.keys())
+        for key in sa.keys():
+            np.testing.assert_array_equal(sa[key], sb[key])
+            for x, y in zip(sa.stats(key), sb.stats(key)):
+                np.testing.assert_array_equal(x, y)
+            assert sa.samples(key) == sb.samples(key)
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory, demo_dir: Path) -> Path:
+    """The demo training data (features, labels, trials of `make_demo_data`), built once per session."""
+    return make_demo_data(tmp_path_factory.getbasetemp() / "train-demo-data", demo_dir)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process training on one thread: tiny models gain nothing from more on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(data: Path, out: Path, **over: object):
+    """The TINY TrainConfig on `data`'s labels and features, written to `out`; `over` as typed flags
+    (resolved as `dasv train` resolves them: defaults <- recipe <- flags, then checked)."""
+    from dasv_cli.train.config import resolve_config
+
+    flags = dict(TINY, train_labels=str(data / "labels.txt"), features=str(data / "feats"), out=str(out))
+    flags.update(over)
+    cfg, _ = resolve_config(flags, cwd=out.parent)
+    return cfg
+
+
+def read_metrics(out: Path) -> list[dict]:
+    """The rows of a training run's OUT/metrics.jsonl."""
+    import json
+
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 @dataclass
 class CliResult:
     code: int
@@ -118,6 +170,37 @@ def start_dasv(*args: str, cwd: Path | str | None = None, env: dict[str, str] | 
     output); `popen` goes to subprocess.Popen (stdout=..., stderr=..., start_new_session=...)."""
     return subprocess.Popen([sys.executable, "-m", "dasv_cli", *map(str, args)], cwd=cwd, env=_dasv_env(env),
                             **popen)
+
+
+def signal_when(*args: str, ready: Callable[[str], bool], sig: int = signal.SIGINT, cwd: Path | str | None = None,
+                env: dict[str, str] | None = None, attempts: int = 1, again: Callable[[], None] | None = None,
+                timeout: float = 120) -> CliResult:
+    """Start `dasv ARGS` (a real process), send `sig` once `ready(its stderr so far)` holds, and collect
+    the result (code 130 after a handled Ctrl-C, -9 after SIGKILL). A run that ends before it is ready
+    is started again after `again()` (e.g. removing what it wrote), `attempts` runs in all; then, or
+    when it is not ready within `timeout` seconds, the test fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "stderr"
+        for attempt in range(1, attempts + 1):
+            with open(log, "wb") as err:
+                proc = start_dasv(*args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err)
+                deadline = time.monotonic() + timeout
+                while not ready(log.read_text(errors="replace")) and proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        proc.communicate()
+                        pytest.fail(f"the command never got going:\n{log.read_text(errors='replace')}")
+                    time.sleep(0.01)
+                running = proc.poll() is None
+                if running:
+                    proc.send_signal(sig)
+                out, _ = proc.communicate(timeout=120)
+            stderr = log.read_text(errors="replace")
+            if running:
+                return CliResult(proc.returncode, out.decode(errors="replace"), stderr)
+            if attempt < attempts and again is not None:
+                again()
+    pytest.fail(f"the run ended before it could be signalled ({attempts} attempt(s)):\n{stderr}")
 
 
 def _stream(data: bytes = b"") -> io.TextIOWrapper:

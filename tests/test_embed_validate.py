@@ -26,6 +26,7 @@ from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.reader import FeatureStore
 from dasv_cli.io.store.writer import ShardWriter
 from dasv_cli.model import ModelConfig, SpeakerNet
+from conftest import run_inprocess  # tests/ is on sys.path
 
 SPEAKERS = 4
 PER_SPEAKER = 3
@@ -184,23 +185,24 @@ def test_load_extractor_refuses_bad_files(tmp_path, lab):
 # ----------------------------------------------------------------------------- the CLI
 
 
-def test_embed_table_then_rerun_computes_only_missing(dasv, lab, tmp_path):
+def test_embed_table_then_rerun_computes_only_missing(lab, tmp_path):
     keys_file = tmp_path / "some.lst"
     keys_file.write_text("".join(k + "\n" for k in lab["keys"][:3]))
     out = tmp_path / "emb.h5"
-    r = dasv("embed", "--model", lab["model"], "--features", lab["store"], "--keys", keys_file, "-o", out, "--device", "cpu")
+    r = run_inprocess("embed", "--model", lab["model"], "--features", lab["store"], "--keys", keys_file, "-o", out,
+                      "--device", "cpu")
     assert r.code == 0, r.stderr
     first = read_embeddings(out)
     assert first.keys == lab["keys"][:3] and first.dim == 16
     assert first.attrs["checkpoint_sha256"] and first.attrs["norm"] == "cmn"
-    r = dasv("embed", "--model", lab["model"], "--features", lab["store"], "-o", out)
+    r = run_inprocess("embed", "--model", lab["model"], "--features", lab["store"], "-o", out)
     assert r.code == 0, r.stderr
     assert "3 embeddings already there; computing 14 missing" in r.stderr
     full = read_embeddings(out)
     assert len(full) == 17 and full.keys[:3] == first.keys
     np.testing.assert_array_equal(full.vectors[:3], first.vectors)
     # The same output from another checkpoint is refused, not mixed.
-    r = dasv("embed", "--model", lab["ckpts"] / "b.pt", "--features", lab["store"], "-o", out)
+    r = run_inprocess("embed", "--model", lab["ckpts"] / "b.pt", "--features", lab["store"], "-o", out)
     assert r.code == 1 and "holds embeddings from another checkpoint" in r.stderr
 
 
@@ -224,9 +226,9 @@ def test_embed_text_pipeline_and_score_from_it(lab, tmp_path):
     assert json.loads(p.stdout)["eer"] == pytest.approx(piped["eer"])
 
 
-def test_embed_audio_matches_features(dasv, lab, tmp_path):
-    r = dasv("embed", "--model", lab["model"], "--audio", lab["dir"] / "audio.lst", "--audio-dir", lab["audio_dir"],
-             "-o", tmp_path / "audio.h5")
+def test_embed_audio_matches_features(lab, tmp_path):
+    r = run_inprocess("embed", "--model", lab["model"], "--audio", lab["dir"] / "audio.lst",
+                      "--audio-dir", lab["audio_dir"], "-o", tmp_path / "audio.h5")
     assert r.code == 0, r.stderr
     from_audio = read_embeddings(tmp_path / "audio.h5")
     model, _ = engine.load_extractor(lab["model"])
@@ -239,26 +241,28 @@ def test_embed_audio_matches_features(dasv, lab, tmp_path):
     (tmp_path / "bad.flac").write_bytes(b"not audio")
     lst = tmp_path / "mixed.lst"
     lst.write_text(f"{lab['audio_dir'] / lab['keys'][0]}.flac\n{tmp_path / 'bad.flac'}\n")
-    r = dasv("embed", "--model", lab["model"], "--audio", lst, "-o", tmp_path / "mixed.npy")
+    r = run_inprocess("embed", "--model", lab["model"], "--audio", lst, "-o", tmp_path / "mixed.npy")
     assert r.code == 3 and "bad.flac" in r.stderr, r.stderr
     assert np.load(tmp_path / "mixed.npy").shape == (1, 16)
     assert (tmp_path / "mixed.keys.txt").read_text().strip().endswith(lab["keys"][0])
 
 
-def test_validate_one_checkpoint_and_a_directory_ranked(dasv, lab, tmp_path):
+def test_validate_one_checkpoint_and_a_directory_ranked(lab, tmp_path):
     d = lab["dir"]
     clients = tmp_path / "clients.lst"
     impostors = tmp_path / "impostors.lst"
     lines = [line.split() for line in (d / "trials.txt").read_text().splitlines()]
     clients.write_text("".join(f"{a} {b}\n" for y, a, b in lines if y == "1"))
     impostors.write_text("".join(f"{a} {b}\n" for y, a, b in lines if y == "0"))
-    r = dasv("validate", "--model", lab["model"], "--features", lab["store"], clients, impostors, "--json", "-q")
+    r = run_inprocess("validate", "--model", lab["model"], "--features", lab["store"], clients, impostors,
+                      "--json", "-q")
     assert r.code == 0, r.stderr
     single = json.loads(r.stdout)
     assert single["trials"] == 66 and single["targets"] == 12 and "eer" in single
     assert "EER" in r.stderr
     # Same numbers from `dasv score --model --features`.
-    r = dasv("score", "--trials", d / "trials.txt", "--model", lab["model"], "--features", lab["store"], "--json", "-q")
+    r = run_inprocess("score", "--trials", d / "trials.txt", "--model", lab["model"], "--features", lab["store"],
+                      "--json", "-q")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["eer"] == pytest.approx(single["eer"])
     # A directory: every checkpoint ranked by EER; an unreadable one is reported, exit 3.
@@ -267,7 +271,7 @@ def test_validate_one_checkpoint_and_a_directory_ranked(dasv, lab, tmp_path):
     for name in ("a.pt", "b.pt"):
         (ck / name).write_bytes((lab["ckpts"] / name).read_bytes())
     (ck / "broken.pt").write_text("junk")
-    r = dasv("validate", "--model", ck, "--features", lab["store"], "--trials", d / "trials.txt", "-q")
+    r = run_inprocess("validate", "--model", ck, "--features", lab["store"], "--trials", d / "trials.txt", "-q")
     assert r.code == 3, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert rows[0][:3] == ["rank", "checkpoint", "eer"] and len(rows) == 3
@@ -338,11 +342,11 @@ def test_first_ctrl_c_stops_embed_after_the_batch_in_flight(lab, tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_embed_usage_errors(dasv, lab):
+def test_embed_usage_errors(lab):
     from dasv_cli.devices import resolve_device
     from dasv_cli.errors import UsageError
 
-    r = dasv("embed", "--model", lab["model"])
+    r = run_inprocess("embed", "--model", lab["model"])
     assert r.code == 2 and "exactly one of --features DIR or --audio LIST" in r.stderr
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cuda: no CUDA GPU"):
@@ -351,7 +355,7 @@ def test_embed_usage_errors(dasv, lab):
         resolve_device("cuda:7")
     with pytest.raises(UsageError, match="expected cpu, cuda"):
         resolve_device("tpu")
-    r = dasv("embed", "--help")
+    r = run_inprocess("embed", "--help")
     assert r.code == 0 and "dasv embed --model best.pt --features feats/" in r.stdout
-    r = dasv("validate", "--help")
+    r = run_inprocess("validate", "--help")
     assert r.code == 0 and "dasv validate --model best.pt" in r.stdout

@@ -1,14 +1,13 @@
 """`dasv features` and `dasv inspect` as a user runs them (real processes): parity, bad inputs, resume
-after SIGKILL, concurrent runs, duplicate keys, reruns, --overwrite, write failures."""
+after SIGKILL, concurrent runs, duplicate keys, reruns, --overwrite, outputs that cannot be made
+(Ctrl-C and a full disk: test_sweep)."""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +19,8 @@ from dasv_cli.features.run import featurize
 from dasv_cli.io.store.layout import LOCK_NAME, list_shards, list_temporary
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.reader import FeatureStore
+from conftest import run_dasv, same_store_content, signal_when, start_dasv  # tests/ is on sys.path
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
-
-ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def _list(path: Path, files) -> Path:
@@ -30,33 +28,12 @@ def _list(path: Path, files) -> Path:
     return path
 
 
-def _dasv_popen(*args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, **ENV)
-    return subprocess.Popen([sys.executable, "-m", "dasv_cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-
-
-def _same_content(a: Path, b: Path) -> None:
-    """Two stores hold the same keys with bit-identical features and statistics."""
-    sa, sb = FeatureStore(a), FeatureStore(b)
-    assert sorted(sa.keys()) == sorted(sb.keys())
-    for key in sa.keys():
-        np.testing.assert_array_equal(sa[key], sb[key])
-        for x, y in zip(sa.stats(key), sb.stats(key)):
-            np.testing.assert_array_equal(x, y)
-        assert sa.samples(key) == sb.samples(key)
-    sa.close()
-    sb.close()
-
-
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory, demo_dir, demo_files) -> Path:
     """The bundled set through the CLI with two jobs (shared by the tests that only read it)."""
-    from conftest import run_dasv
-
     work = tmp_path_factory.mktemp("demo")
     lst = _list(work / "demo.lst", [f.relative_to(demo_dir) for f in demo_files])
-    res = run_dasv("features", lst, "-o", work / "feats", "--audio-dir", demo_dir, "--jobs", "2", env=ENV)
+    res = run_dasv("features", lst, "-o", work / "feats", "--audio-dir", demo_dir, "--jobs", "2")
     assert res.code == 0, res.stderr
     assert "x real-time" in res.stderr and "resampled to 16000 Hz: 0 of 40" in res.stderr
     assert res.stdout == ""
@@ -126,7 +103,7 @@ def _write_bad_inputs(d: Path, demo_files) -> tuple[list[str], dict[str, str]]:
 def test_bad_inputs_are_listed_and_the_rest_stored(tmp_path, demo_files, dasv):
     lines, expected = _write_bad_inputs(tmp_path / "audio", demo_files)
     out = tmp_path / "feats"
-    res = dasv("features", "-", "-o", out, "--jobs", "2", input="".join(f"{x}\n" for x in lines), env=ENV)
+    res = dasv("features", "-", "-o", out, "--jobs", "2", input="".join(f"{x}\n" for x in lines))
     assert res.code == 3, res.stderr
     assert "5 of 8 inputs failed" in res.stderr and "resampled to 16000 Hz: 1 of 3" in res.stderr
     rows = (out / "failed.tsv").read_text().splitlines()
@@ -142,7 +119,7 @@ def test_bad_inputs_are_listed_and_the_rest_stored(tmp_path, demo_files, dasv):
     info = json.loads(dasv("inspect", out, "--json").stdout)
     assert info["failed"] == 5 and info["utterances"] == 3
     # once the bad files are fixed (removed from the list), a rerun skips the stored ones: exit 0
-    res = dasv("features", "-", "-o", out, input="".join(f"{x}\n" for x in lines if x not in expected), env=ENV)
+    res = dasv("features", "-", "-o", out, input="".join(f"{x}\n" for x in lines if x not in expected))
     assert res.code == 0 and "3 of 3 listed files already stored" in res.stderr
     assert not (out / "failed.tsv").exists()
 
@@ -159,16 +136,16 @@ def test_duplicate_keys_refused_before_any_work(tmp_path, demo_files, dasv):
 def test_rerun_skips_overwrite_recomputes_dtype_mismatch_refused(tmp_path, demo_files, dasv):
     lst = _list(tmp_path / "a.lst", demo_files[:3])
     out = tmp_path / "feats"
-    assert dasv("features", lst, "-o", out, "-j", "1", "-q", env=ENV).code == 0
+    assert dasv("features", lst, "-o", out, "-j", "1", "-q").code == 0
     first = list_shards(out)
     mtime = first[0].stat().st_mtime_ns
     more = _list(tmp_path / "b.lst", demo_files[:5])
-    res = dasv("features", more, "-o", out, "-j", "1", env=ENV)
+    res = dasv("features", more, "-o", out, "-j", "1")
     assert res.code == 0 and "3 of 5 listed files already stored" in res.stderr
     assert first[0].stat().st_mtime_ns == mtime and len(list_shards(out)) == 2 and len(FeatureStore(out)) == 5
-    res = dasv("features", more, "-o", out, "--dtype", "float16", env=ENV)
+    res = dasv("features", more, "-o", out, "--dtype", "float16")
     assert res.code == 2 and "already holds float32 features" in res.stderr
-    res = dasv("features", lst, "-o", out, "--dtype", "float16", "--overwrite", "-q", "--json", env=ENV)
+    res = dasv("features", lst, "-o", out, "--dtype", "float16", "--overwrite", "-q", "--json")
     assert res.code == 0 and json.loads(res.stdout)["stored"] == 3
     store = FeatureStore(out)
     assert store.dtype == "float16" and len(store) == 3 and len(list_shards(out)) == 1
@@ -177,51 +154,20 @@ def test_rerun_skips_overwrite_recomputes_dtype_mismatch_refused(tmp_path, demo_
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, demo_files, dasv):
     lst = _list(tmp_path / "demo.lst", demo_files)
     ref = tmp_path / "ref"
-    assert dasv("features", lst, "-o", ref, "-j", "2", "-q", env=ENV).code == 0
+    assert dasv("features", lst, "-o", ref, "-j", "2", "-q").code == 0
     out = tmp_path / "killed"
-    for attempt in range(3):  # kill it mid-run (after some shards are complete) -- retry if it was too quick
-        proc = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite")
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list_shards(out)) < 3 and proc.poll() is None:
-            time.sleep(0.01)
-        running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        if running:
-            break
-    assert running and proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    # killed mid-run (after some shards are complete); started again if it was too quick
+    killed = signal_when("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite",
+                         sig=signal.SIGKILL, ready=lambda _: len(list_shards(out)) >= 3, attempts=3)
+    assert killed.code == -signal.SIGKILL
     partial = FeatureStore(out)
     assert 0 < len(partial) < len(demo_files)
     partial.close()
-    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500", env=ENV)
+    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500")
     assert res.code == 0, res.stderr
     assert "already stored" in res.stderr
     assert not list_temporary(out)
-    _same_content(out, ref)
-
-
-def test_ctrl_c_keeps_what_was_computed(tmp_path, demo_files, dasv):
-    lst = _list(tmp_path / "demo.lst", demo_files)
-    out = tmp_path / "feats"
-    for attempt in range(3):
-        proc = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite")
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list_shards(out)) < 2 and proc.poll() is None:
-            time.sleep(0.01)
-        running = proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        if running:
-            break
-    assert running and proc.returncode == 130, err
-    err = err.decode()
-    assert "interrupted: the" in err and "rerun the same command to continue" in err
-    assert not list_temporary(out)
-    stored = len(FeatureStore(out))
-    assert 2 <= stored < len(demo_files)
-    res = dasv("features", lst, "-o", out, "--shard-frames", "1500", env=ENV)
-    assert res.code == 0 and f"{stored} of {len(demo_files)} listed files already stored" in res.stderr
-    assert len(FeatureStore(out)) == len(demo_files)
+    same_store_content(out, ref)
 
 
 def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
@@ -234,12 +180,12 @@ def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
             copies[-1].symlink_to(f)
     lst = _list(tmp_path / "demo.lst", copies)
     out = tmp_path / "feats"
-    first = _dasv_popen("features", lst, "-o", out, "-j", "1", "-q")
+    first = start_dasv("features", lst, "-o", out, "-j", "1", "-q", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     lock = out / LOCK_NAME
     while time.time() < deadline and not (lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]):
         time.sleep(0.01)
-    second = dasv("features", lst, "-o", out, "-j", "1", "-q", env=ENV)
+    second = dasv("features", lst, "-o", out, "-j", "1", "-q")
     still_running = first.poll() is None
     first.communicate(timeout=300)
     assert still_running, "the first run ended before the second started"
@@ -248,28 +194,6 @@ def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
     assert first.returncode == 0 and len(FeatureStore(out)) == len(copies)
     with StoreLock(out):  # released when the first run ended
         pass
-
-
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
-
-
-def test_write_failure_is_one_line_and_loses_nothing_done(tmp_path, demo_files, dasv):
-    out = tmp_path / "feats"
-    assert dasv("features", _list(tmp_path / "a.lst", demo_files[:2]), "-o", out, "-q", env=ENV).code == 0
-    before = {p.name: p.read_bytes() for p in list_shards(out)}
-    lst = _list(tmp_path / "all.lst", demo_files)
-    proc = subprocess.run([sys.executable, "-m", "dasv_cli", "features", str(lst), "-o", str(out), "-j", "1", "-q"],
-                          capture_output=True, text=True, env=dict(os.environ, **ENV), preexec_fn=_limit_file_size)
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), proc.stderr
-    assert "rerun to continue" in lines[0]
-    assert {p.name: p.read_bytes() for p in list_shards(out)} == before  # finished work intact
-    assert not list_temporary(out)
-    res = dasv("features", lst, "-o", out, "-q", env=ENV)
-    assert res.code == 0 and len(FeatureStore(out)) == len(demo_files)
 
 
 def test_output_that_cannot_be_created(tmp_path, demo_files, dasv):

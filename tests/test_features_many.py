@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +22,7 @@ import soundfile as sf
 from dasv_cli.io.store.layout import Part, list_shards, list_temporary, shard_part
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.reader import FeatureStore
-
-ENV = {"OMP_NUM_THREADS": "1"}
+from conftest import run_dasv, same_store_content, signal_when, start_dasv  # tests/ is on sys.path
 
 
 def _list(path: Path, files) -> Path:
@@ -33,30 +30,22 @@ def _list(path: Path, files) -> Path:
     return path
 
 
-def _popen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dasv_cli", *map(str, args)], env=dict(os.environ, **ENV),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start(*args: str) -> subprocess.Popen:
+    """`dasv ARGS` running, its stdout and stderr piped."""
+    return start_dasv(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _same_content(a: Path, b: Path) -> None:
-    """Two stores hold the same keys with bit-identical features and statistics."""
-    with FeatureStore(a) as sa, FeatureStore(b) as sb:
-        assert sorted(sa.keys()) == sorted(sb.keys())
-        for key in sa.keys():
-            np.testing.assert_array_equal(sa[key], sb[key])
-            for x, y in zip(sa.stats(key), sb.stats(key)):
-                np.testing.assert_array_equal(x, y)
-            assert sa.samples(key) == sb.samples(key)
+def _remove_shards(out: Path) -> None:
+    for s in list_shards(out):
+        s.unlink()
 
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory, demo_files) -> tuple[Path, Path]:
     """(list, store) of the bundled set computed by one run without --part."""
-    from conftest import run_dasv
-
     work = tmp_path_factory.mktemp("single")
     lst = _list(work / "demo.lst", demo_files)
-    res = run_dasv("features", lst, "-o", work / "feats", "-j", "2", "-q", env=ENV)
+    res = run_dasv("features", lst, "-o", work / "feats", "-j", "2", "-q")
     assert res.code == 0, res.stderr
     return lst, work / "feats"
 
@@ -67,12 +56,12 @@ def test_parts_fill_one_directory_at_once_and_read_as_one_store(tmp_path, single
     out.mkdir()
     # part 1 holds its lock meanwhile: part 2 (a real process) must run beside it, not wait or fail
     with StoreLock(out, Part(1, 3)):
-        res = dasv("features", lst, "-o", out, "--part", "2/3", "-j", "1", "--json", env=ENV)
+        res = dasv("features", lst, "-o", out, "--part", "2/3", "-j", "1", "--json")
         assert res.code == 0, res.stderr
         assert json.loads(res.stdout)["part"] == "2/3" and "part 2/3 of the list" in res.stderr
     # the other two as concurrent processes, one with worker processes
-    procs = [_popen("features", lst, "-o", out, "--part", "1/3", "-j", "2", "-q"),
-             _popen("features", lst, "-o", out, "--part", "3/3", "-j", "1", "-q", "--shard-frames", "3000")]
+    procs = [_start("features", lst, "-o", out, "--part", "1/3", "-j", "2", "-q"),
+             _start("features", lst, "-o", out, "--part", "3/3", "-j", "1", "-q", "--shard-frames", "3000")]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()
@@ -87,14 +76,14 @@ def test_parts_fill_one_directory_at_once_and_read_as_one_store(tmp_path, single
                 assert sorted(mine) == sorted(keys[0::3])
             else:
                 assert mine == keys[i - 1::3]
-    _same_content(out, ref)
+    same_store_content(out, ref)
     info = json.loads(dasv("inspect", out, "--json").stdout)
     assert info["utterances"] == len(keys) and info["parts"] == ["1/3", "2/3", "3/3"] and info["failed"] == 0
     assert "parts       3 of 3" in dasv("inspect", out).stdout
     # a rerun of a finished part, or a run without --part, finds everything stored
-    res = dasv("features", lst, "-o", out, "--part", "2/3", env=ENV)
+    res = dasv("features", lst, "-o", out, "--part", "2/3")
     assert res.code == 0 and "nothing to do" in res.stderr
-    res = dasv("features", lst, "-o", out, "-j", "1", env=ENV)
+    res = dasv("features", lst, "-o", out, "-j", "1")
     assert res.code == 0 and f"{len(keys)} of {len(keys)} listed files already stored" in res.stderr
 
 
@@ -117,29 +106,21 @@ def test_a_killed_part_resumes_and_leaves_the_other_parts_alone(tmp_path, single
     out.mkdir()
     other = out / ".shard-p0001of0002-00000.h5.x1y2z3.tmp"  # as if part 1 were writing it right now
     other.write_bytes(b"half a shard")
-    for attempt in range(3):  # kill part 2 mid-run (some shards complete) -- retry if it was too quick
-        proc = _popen("features", lst, "-o", out, "--part", "2/2", "-j", "1", "-q", "--shard-frames", "1500")
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list_shards(out)) < 2 and proc.poll() is None:
-            time.sleep(0.01)
-        running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        if running:
-            break
-        for s in list_shards(out):
-            s.unlink()
-    assert running, "part 2 finished before it could be killed"
+    # part 2 killed mid-run (some shards complete); started again if it was too quick
+    killed = signal_when("features", lst, "-o", out, "--part", "2/2", "-j", "1", "-q", "--shard-frames", "1500",
+                         sig=signal.SIGKILL, ready=lambda _: len(list_shards(out)) >= 2, attempts=3,
+                         again=lambda: _remove_shards(out))
+    assert killed.code == -signal.SIGKILL
     with FeatureStore(out) as partial:
         assert 0 < len(partial) < 20
         done = len(partial)
-    res = dasv("features", lst, "-o", out, "--part", "2/2", "-j", "2", "--shard-frames", "1500", env=ENV)
+    res = dasv("features", lst, "-o", out, "--part", "2/2", "-j", "2", "--shard-frames", "1500")
     assert res.code == 0, res.stderr
     assert f"{done} of 20 listed files already stored" in res.stderr
     assert other.exists() and list_temporary(out, Part(2, 2)) == []  # only its own leftovers went
-    assert dasv("features", lst, "-o", out, "--part", "1/2", "-j", "1", "-q", env=ENV).code == 0
+    assert dasv("features", lst, "-o", out, "--part", "1/2", "-j", "1", "-q").code == 0
     assert not other.exists() and not list_temporary(out)  # part 1 holds its lock: the file was a leftover
-    _same_content(out, ref)
+    same_store_content(out, ref)
 
 
 @pytest.mark.parametrize("value, message", [
@@ -183,8 +164,8 @@ def test_failed_lists_per_part_and_inspect_reports_all(tmp_path, demo_files, das
     lines = [demo_files[0], bad / "missing.wav", demo_files[1], bad / "short.wav", demo_files[2], demo_files[3]]
     lst = _list(tmp_path / "a.lst", lines)  # part 1: lines 1, 3, 5 (all good); part 2: lines 2, 4, 6
     out = tmp_path / "feats"
-    assert dasv("features", lst, "-o", out, "--part", "1/2", "-q", env=ENV).code == 0
-    res = dasv("features", lst, "-o", out, "--part", "2/2", env=ENV)
+    assert dasv("features", lst, "-o", out, "--part", "1/2", "-q").code == 0
+    res = dasv("features", lst, "-o", out, "--part", "2/2")
     assert res.code == 3 and "failed-p0002of0002.tsv" in res.stderr
     assert not (out / "failed.tsv").exists() and not (out / "failed-p0001of0002.tsv").exists()
     rows = (out / "failed-p0002of0002.tsv").read_text().splitlines()
@@ -196,7 +177,7 @@ def test_failed_lists_per_part_and_inspect_reports_all(tmp_path, demo_files, das
     assert "failed      2 (see " in dasv("inspect", out).stdout
     # the bad files fixed (gone from the list): part 2's rerun removes its own failed list
     good = _list(tmp_path / "b.lst", [x for x in lines if x.parent != bad])
-    assert dasv("features", good, "-o", out, "--part", "2/2", "-q", env=ENV).code == 0
+    assert dasv("features", good, "-o", out, "--part", "2/2", "-q").code == 0
     assert not (out / "failed-p0002of0002.tsv").exists()
     assert json.loads(dasv("inspect", out, "--json").stdout)["failed"] == 0
 
@@ -230,11 +211,11 @@ def test_jobs_lay_out_the_same_store_every_time(tmp_path, single_run):
     layouts = []
     for name in ("a", "b"):
         out = tmp_path / name
-        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "4000")
+        proc = _start("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "4000")
         assert proc.wait(timeout=600) == 0
         with FeatureStore(out) as store:
             layouts.append([(s.name, k) for s, k in zip(*_rows(store))])
-        _same_content(out, ref)
+        same_store_content(out, ref)
     assert layouts[0] == layouts[1]
     names = sorted({name for name, _ in layouts[0]})
     assert names[:2] == ["shard-00000.h5", "shard-00001.h5"] and len(names) > 2  # one sequence per worker
@@ -243,54 +224,41 @@ def test_jobs_lay_out_the_same_store_every_time(tmp_path, single_run):
 def test_jobs_ctrl_c_commits_what_every_worker_computed(tmp_path, single_run, dasv):
     lst, ref = single_run
     out = tmp_path / "feats"
-    for attempt in range(3):
-        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500")
-        running = _when(proc, lambda: len(list_shards(out)) >= 2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        if running:
-            break
-        for s in list_shards(out):
-            s.unlink()
-    assert running and proc.returncode == 130, err
+    r = signal_when("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500",
+                    ready=lambda _: len(list_shards(out)) >= 2, attempts=3, again=lambda: _remove_shards(out))
+    assert r.code == 130, r.stderr
     with FeatureStore(out) as store:
         kept = len(store)
-    assert f"interrupted: the {kept} utterances computed so far are stored" in err.decode()
+    assert f"interrupted: the {kept} utterances computed so far are stored" in r.stderr
     assert 2 <= kept < 40 and not list_temporary(out)
-    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500", env=ENV)
+    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500")
     assert res.code == 0 and f"{kept} of 40 listed files already stored" in res.stderr
-    _same_content(out, ref)
-
-
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like a full disk
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+    same_store_content(out, ref)
 
 
 def test_jobs_write_failure_is_one_line_and_loses_nothing_done(tmp_path, single_run, demo_files, dasv):
     lst, ref = single_run
     out = tmp_path / "feats"
-    assert dasv("features", _list(tmp_path / "a.lst", demo_files[:2]), "-o", out, "-q", env=ENV).code == 0
+    assert dasv("features", _list(tmp_path / "a.lst", demo_files[:2]), "-o", out, "-q").code == 0
     before = {p.name: p.read_bytes() for p in list_shards(out)}
-    proc = subprocess.run([sys.executable, "-m", "dasv_cli", "features", str(lst), "-o", str(out), "-j", "2", "-q"],
-                          capture_output=True, text=True, env=dict(os.environ, **ENV), preexec_fn=_limit_file_size)
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), proc.stderr
+    res = run_dasv("features", lst, "-o", out, "-j", "2", "-q", file_size_limit=2_000_000)  # a full disk
+    assert res.code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dasv: error: cannot write features:"), res.stderr
     after = {p.name: p.read_bytes() for p in list_shards(out)}
     assert all(after[name] == data for name, data in before.items())  # finished work intact; the other
     with FeatureStore(out) as store:  # worker may have committed what it had: complete, readable shards
         assert len(store) >= 2
     assert not list_temporary(out)
-    assert dasv("features", lst, "-o", out, "-q", env=ENV).code == 0
-    _same_content(out, ref)
+    assert dasv("features", lst, "-o", out, "-q").code == 0
+    same_store_content(out, ref)
 
 
 def test_a_worker_killed_is_one_line_and_a_rerun_finishes(tmp_path, single_run, dasv):
     lst, ref = single_run
     out = tmp_path / "feats"
     for attempt in range(3):
-        proc = _popen("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500")
+        proc = _start("features", lst, "-o", out, "-j", "2", "-q", "--shard-frames", "1500")
         running = _when(proc, lambda: len(list_shards(out)) >= 1 and len(_children(proc.pid)) >= 2)
         workers = _children(proc.pid)
         if running and workers:
@@ -302,6 +270,6 @@ def test_a_worker_killed_is_one_line_and_a_rerun_finishes(tmp_path, single_run, 
     err = err.decode().strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1 and "a worker process died" in err[0], err
     assert not list_temporary(out)
-    res = dasv("features", lst, "-o", out, "-j", "2", env=ENV)
+    res = dasv("features", lst, "-o", out, "-j", "2")
     assert res.code == 0, res.stderr
-    _same_content(out, ref)
+    same_store_content(out, ref)

@@ -9,12 +9,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from conftest import run_dasv
+from conftest import TINY_FLAGS, run_dasv, run_inprocess
 from dasv_cli.io.store.reader import FeatureStore
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
-from test_train import TINY_FLAGS
-
-ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def encode(path: Path, wave: np.ndarray, rate: int, codec: str = "aac", video: bool = False) -> Path:
@@ -66,7 +63,7 @@ def test_m4a_features_equal_the_recipe_on_pyav_decoding(tmp_path, demo_files):
     hi = librosa.resample(wave, orig_sr=16000, target_sr=44100, res_type="soxr_hq")
     encode(audio / "stereo44k.m4a", np.stack([hi, 0.5 * hi[::-1]]), 44100)
     (tmp_path / "l.lst").write_text("mono16k.m4a\nstereo44k.m4a\n")
-    res = run_dasv("features", tmp_path / "l.lst", "-o", tmp_path / "feats", "-a", audio, "-j", "1", env=ENV)
+    res = run_inprocess("features", tmp_path / "l.lst", "-o", tmp_path / "feats", "-a", audio, "-j", "1")
     assert res.code == 0, res.stderr
     assert "resampled to 16000 Hz: 1 of 2" in res.stderr
     store = FeatureStore(tmp_path / "feats")
@@ -118,8 +115,8 @@ def test_voxceleb_tree_prepare_features_train_validate(tmp_path, demo_dir):
     (tmp_path / "veri_test.txt").write_text("".join(rows))
 
     prep = tmp_path / "prep"
-    res = run_dasv("prepare", "voxceleb", tmp_path / "vox", "-o", prep, "--trials", tmp_path / "veri_test.txt",
-                   "--json", env=ENV)
+    res = run_inprocess("prepare", "voxceleb", tmp_path / "vox", "-o", prep, "--trials", tmp_path / "veri_test.txt",
+                        "--json")
     assert res.code == 0, res.stderr
     info = json.loads(res.stdout)
     assert (info["speakers"], info["utterances"]) == (8, 40)
@@ -130,17 +127,17 @@ def test_voxceleb_tree_prepare_features_train_validate(tmp_path, demo_dir):
     assert "speakers      8 (5 in train_labels.txt)" in res.stderr
 
     feats = tmp_path / "feats"
-    res = run_dasv("features", prep / "audio.lst", "-o", feats, "-j", "2", env=ENV)
+    res = run_dasv("features", prep / "audio.lst", "-o", feats, "-j", "2")  # worker processes decode the m4a
     assert res.code == 0, res.stderr
     with FeatureStore(feats) as store:
         assert sorted(store.keys()) == sorted(k for ks in speakers.values() for k in ks)
 
     run = tmp_path / "run"
-    res = run_dasv("train", "--train-labels", prep / "train_labels.txt", "--features", feats, "-o", run,
-                   *TINY_FLAGS, "--workers", "0", "--max-steps", "3", "-q", env=ENV)
+    res = run_inprocess("train", "--train-labels", prep / "train_labels.txt", "--features", feats, "-o", run,
+                        *TINY_FLAGS, "--workers", "0", "--max-steps", "3", "-q")
     assert res.code == 0, res.stderr
-    res = run_dasv("validate", "--model", run / "last.pt", "--features", feats,
-                   "--trials", prep / "trials" / "veri_test.txt", "--json", "-q", env=ENV)
+    res = run_inprocess("validate", "--model", run / "last.pt", "--features", feats,
+                        "--trials", prep / "trials" / "veri_test.txt", "--json", "-q")
     assert res.code == 0, res.stderr
     result = json.loads(res.stdout)
     assert result["trials"] == 105 and result["skipped"] == 0 and 0.0 <= result["eer"] <= 100.0

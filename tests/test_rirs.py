@@ -4,25 +4,20 @@ N files, reruns that write nothing new, interruption and kill leaving no partial
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_dasv
+from conftest import run_dasv, signal_when
 from dasv_cli.augment import rirs
 from dasv_cli.augment.rirset import LOCK, room_of, slots, write_rirs
 from dasv_cli.augment.sources import rirs as rir_source
 from dasv_cli.errors import UsageError
 
 RATE = 16000
-ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def _edc_db(h: np.ndarray) -> np.ndarray:
@@ -81,7 +76,7 @@ def _wavs(d: Path) -> list[Path]:
 
 def test_dasv_rirs_writes_n_files_and_a_rerun_writes_nothing(tmp_path):
     out = tmp_path / "RIRS"
-    res = run_dasv("rirs", "-o", out, "--count", "7", "--per-room", "2", "--seed", "5", "--json", env=ENV)
+    res = run_dasv("rirs", "-o", out, "--count", "7", "--per-room", "2", "--seed", "5", "--json")
     assert res.code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert (summary["count"], summary["written"], summary["skipped"]) == (7, 7, 0)
@@ -108,7 +103,7 @@ def test_dasv_rirs_writes_n_files_and_a_rerun_writes_nothing(tmp_path):
     assert rt60 == pytest.approx(rirs.sabine_rt60(tuple(dims), absorption), abs=1e-3)
     assert [p.name for p in rir_source(out, RATE).files()] == [p.name for p in files]
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    again = run_dasv("rirs", "-o", out, "--count", "7", "--per-room", "2", "--seed", "5", "--json", env=ENV)
+    again = run_dasv("rirs", "-o", out, "--count", "7", "--per-room", "2", "--seed", "5", "--json")
     assert again.code == 0, again.stderr
     assert (json.loads(again.stdout)["written"], json.loads(again.stdout)["skipped"]) == (0, 7)
     assert {f: f.stat().st_mtime_ns for f in _wavs(out)} == stamps
@@ -137,19 +132,6 @@ def test_the_room_and_source_draws_follow_the_slot():
     assert room_of(1, "smallroom", 1) == room_of(1, "smallroom", 1) != room_of(2, "smallroom", 1)
 
 
-def _start(out: Path, count: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dasv_cli", "rirs", "-o", str(out), "--count", str(count), "-q"],
-                            env=dict(os.environ, **ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _wait_for_files(out: Path, proc: subprocess.Popen, n: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(_wavs(out)) < n:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def _complete(files: list[Path]) -> None:
     for f in files:
         h, _ = sf.read(str(f), dtype="float32")  # every WAV decodes whole: none is partial
@@ -159,22 +141,19 @@ def _complete(files: list[Path]) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupt_or_kill_leaves_no_partial_wav_and_a_rerun_completes(tmp_path, sig):
     out = tmp_path / "R"
-    proc = _start(out, 200)
-    _wait_for_files(out, proc, 2)
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    r = signal_when("rirs", "-o", out, "--count", "200", "-q", sig=sig, ready=lambda _: len(_wavs(out)) >= 2)
     if sig != signal.SIGKILL:
-        assert proc.returncode == 130
+        assert r.code == 130, r.stderr
         assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the file in progress was discarded
     else:
-        assert proc.returncode == -signal.SIGKILL
+        assert r.code == -signal.SIGKILL
     have = _wavs(out)
     assert 2 <= len(have) < 200
     _complete(have)
     if sig != signal.SIGKILL:
         return
     n = len(have) + 4  # a rerun after the kill writes exactly what is missing
-    res = run_dasv("rirs", "-o", out, "--count", str(n), "--json", env=ENV)
+    res = run_dasv("rirs", "-o", out, "--count", str(n), "--json")
     assert res.code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["skipped"] == len(have) and summary["written"] == 4
@@ -183,10 +162,10 @@ def test_interrupt_or_kill_leaves_no_partial_wav_and_a_rerun_completes(tmp_path,
 
 
 def test_bad_arguments_and_a_busy_tree(tmp_path):
-    res = run_dasv("rirs", "-o", tmp_path / "x", "--count", "0", env=ENV)
+    res = run_dasv("rirs", "-o", tmp_path / "x", "--count", "0")
     assert res.code == 2
     (tmp_path / "file").write_text("")
-    res = run_dasv("rirs", "-o", tmp_path / "file", "--count", "1", env=ENV)
+    res = run_dasv("rirs", "-o", tmp_path / "file", "--count", "1")
     assert res.code == 1 and res.stderr.strip().count("\n") == 0 and "is a file" in res.stderr
     import fcntl
 
@@ -194,5 +173,5 @@ def test_bad_arguments_and_a_busy_tree(tmp_path):
     busy.mkdir()
     with open(busy / LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        res = run_dasv("rirs", "-o", busy, "--count", "1", env=ENV)
+        res = run_dasv("rirs", "-o", busy, "--count", "1")
     assert res.code == 1 and "another `dasv rirs`" in res.stderr and not _wavs(busy)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_FLAGS, CliResult, run_dasv, run_inprocess, start_dasv
+from conftest import TINY_FLAGS, CliResult, run_dasv, run_inprocess, signal_when
 
 TINY = [*TINY_FLAGS, "-q", "--workers", "0"]
 
@@ -324,7 +323,9 @@ def test_unwritable_output(world, demo_dir, args):
 
 def test_full_disk_features_keeps_finished_shards(world, demo_dir):
     # One shard per utterance; the file-size cap is set between the shard sizes, so the disk "fills"
-    # at the first utterance longer than all before it (chunks of 128 frames x 80 float32).
+    # at the first utterance longer than all before it (chunks of 128 frames x 80 float32). The first
+    # utterance is stored by an earlier run: its shard must come through byte for byte.
+    from dasv_cli.io.store.layout import list_shards
     from dasv_cli.io.store.reader import FeatureStore
 
     keys = [line[: -len(".flac")] for line in (world / "audio.lst").read_text().split()]
@@ -333,11 +334,20 @@ def test_full_disk_features_keeps_finished_shards(world, demo_dir):
     fail_at = next(i for i in range(1, len(keys)) if chunks[i] > max(chunks[:i]))
     fsize = max(chunks[:fail_at]) * 128 * 320 + 20_000
     args = ["features", "audio.lst", "-a", str(demo_dir), "-o", "feats-full", "--shard-frames", "1", "-j", "1", "-q"]
+    (world / "full-first.lst").write_text(keys[0] + ".flac\n")
+    r = run_inprocess("features", "full-first.lst", *args[2:], cwd=world)
+    assert r.code == 0, r.stderr
+    before = {p.name: p.read_bytes() for p in list_shards(world / "feats-full")}
+    assert len(before) == 1
     r = run_dasv(*args, cwd=world, file_size_limit=fsize)
-    one_error(r, 1, "feats-full/shard-", "file too large")
+    line = one_error(r, 1, "feats-full/shard-", "file too large")
+    assert r.stderr.strip() == line, "one line and nothing else"
+    assert line.startswith("dasv: error: cannot write features:") and "rerun to continue" in line
     no_temporaries(world / "feats-full")
     with FeatureStore(world / "feats-full") as store:
         assert store.keys() == keys[:fail_at], "the shards finished before the disk filled must be kept"
+    after = {p.name: p.read_bytes() for p in list_shards(world / "feats-full")}
+    assert {n: after.get(n) for n in before} == before, "an earlier run's shard changed"
     r = run_inprocess(*args, cwd=world)
     assert r.code == 0, r.stderr
     with FeatureStore(world / "feats-full") as store:
@@ -382,47 +392,37 @@ def test_full_disk_score_keeps_the_old_scores(world):
 
 # --------------------------------------------------------------------------------------- Ctrl-C
 
-def _interrupt_when(args: list[str], cwd: Path, ready, timeout: float = 120) -> CliResult:
-    """Start `dasv ARGS`, send SIGINT once `ready(stderr so far)` is true, and collect the result."""
-    log = cwd / f"stderr-{args[0]}.log"
-    with open(log, "wb") as err:
-        proc = start_dasv(*args, cwd=cwd, env={"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=err)
-        deadline = time.time() + timeout
-        while not ready(log.read_text(errors="replace")):
-            assert proc.poll() is None, log.read_text(errors="replace")
-            assert time.time() < deadline, "the command never got going"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    return CliResult(proc.returncode, out.decode(errors="replace"), log.read_text(errors="replace"))
-
-
 def test_ctrl_c_features_keeps_finished_shards(world, demo_dir):
+    from dasv_cli.io.store.layout import list_shards
+    from dasv_cli.io.store.reader import FeatureStore
+
     every = sorted(str(p.relative_to(demo_dir)) for p in demo_dir.glob("*/*.flac"))
     (world / "all.lst").write_text("".join(r + "\n" for r in every))
     out = world / "feats-int"
-    r = _interrupt_when(["features", "all.lst", "-a", str(demo_dir), "-o", str(out), "-j", "1",
-                         "--shard-frames", "1000", "-q"], world, lambda _: any(out.glob("shard-*.h5")))
+    r = signal_when("features", "all.lst", "-a", demo_dir, "-o", out, "-j", "1", "--shard-frames", "1000", "-q",
+                    cwd=world, ready=lambda _: len(list_shards(out)) >= 2)
     one_error(r, 130, "interrupted")
-    from dasv_cli.io.store.reader import FeatureStore
-
+    assert "interrupted: the" in r.stderr and "rerun the same command to continue" in r.stderr
+    no_temporaries(out)
     with FeatureStore(out) as store:
         kept = len(store)
-    assert kept >= 1
-    no_temporaries(out)
-    again = run_inprocess("features", "all.lst", "-a", demo_dir, "-o", out, "--shard-frames", "1000", "-q", "--json",
-                     cwd=world)
+    assert 2 <= kept < len(every)
+    again = run_inprocess("features", "all.lst", "-a", demo_dir, "-o", out, "--shard-frames", "1000", cwd=world)
     assert again.code == 0, again.stderr
+    assert f"{kept} of {len(every)} listed files already stored" in again.stderr
     with FeatureStore(out) as store:
         assert len(store) == len(every)
 
 
 def test_ctrl_c_train_saves_last(world):
+    """No periodic save (and a loader worker running): last.pt is what the interrupt wrote."""
     out = world / "run-int"
-    r = _interrupt_when(["train", "--train-labels", "labels.txt", "--features", "feats", *TINY, "--max-steps",
-                         "100000", "--save-every", "1", "-o", str(out)], world,
-                        lambda _: (out / "last.pt").exists())
+    metrics = out / "metrics.jsonl"
+    r = signal_when("train", "--train-labels", "labels.txt", "--features", "feats", *TINY_FLAGS, "--workers", "1",
+                    "--print-every", "1", "--max-steps", "100000", "-o", out, cwd=world,
+                    ready=lambda _: metrics.exists() and bool(metrics.read_text().strip()))
     one_error(r, 130, "interrupted")
+    assert r.stderr.strip().splitlines()[-1] == "dasv: error: interrupted"
     from dasv_cli.io.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "last.pt")["step"] >= 1
@@ -451,8 +451,8 @@ def test_ctrl_c_embed_saves_what_was_embedded(world, slow_model):
     r = run_inprocess("embed", "-m", slow_model, "-f", "feats", "-k", first, "-o", "emb-int.h5", "-q", cwd=world)
     assert r.code == 0, r.stderr
     # the interrupt lands once the run has said what it is about to compute
-    r = _interrupt_when(["embed", "-m", str(slow_model), "-f", "feats", "-o", "emb-int.h5", "--max-frames", "200"],
-                        world, lambda err: "computing 11 missing" in err)
+    r = signal_when("embed", "-m", slow_model, "-f", "feats", "-o", "emb-int.h5", "--max-frames", "200", cwd=world,
+                    ready=lambda err: "computing 11 missing" in err)
     one_error(r, 130, "interrupted")
     from dasv_cli.io.embeddings import read_embeddings
 
@@ -490,6 +490,6 @@ def test_ctrl_c_caught_inside_a_source_string_still_exits_130(tmp_path):
 
 def test_ctrl_c_validate(world, slow_model):
     started = time.time()
-    r = _interrupt_when(["validate", "-m", str(slow_model), "-f", "feats", "-t", "trials.txt"], world,
-                        lambda _: time.time() - started > 4)
+    r = signal_when("validate", "-m", slow_model, "-f", "feats", "-t", "trials.txt", cwd=world,
+                    ready=lambda _: time.time() - started > 4)
     one_error(r, 130, "interrupted")

@@ -1,14 +1,9 @@
 """`dasv train`: configuration, training windows, the loop (loss falls, checkpoints, non-finite
-batches, exact resume after SIGKILL, Ctrl-C) on the bundled demo speech with a tiny network."""
+batches, exact resume after SIGKILL) on the bundled demo speech with a tiny network (Ctrl-C: test_sweep)."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +13,11 @@ import torch
 from dasv_cli.errors import DasvError, InputError, UsageError
 from dasv_cli.train.config import TrainConfig, format_config, read_toml, resolve_config
 from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, epoch_plan, tile_to
-from conftest import TINY, TINY_FLAGS, make_demo_data, run_dasv  # pytest puts tests/ on sys.path
+from conftest import TINY_FLAGS, read_metrics, run_dasv, run_inprocess, signal_when, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, demo_dir) -> Path:
-    return make_demo_data(tmp_path_factory.getbasetemp() / "train-demo-data", demo_dir)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training on one thread: tiny models gain nothing from more on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_cfg(data: Path, out: Path, **over) -> TrainConfig:
-    values = dict(TINY, train_labels=str(data / "labels.txt"), features=str(data / "feats"), out=str(out))
-    values.update(over)
-    cfg = TrainConfig(**values)
-    cfg.check()
-    return cfg
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -161,16 +137,12 @@ def test_dataset_reads_only_the_window_and_normalises(data, monkeypatch):
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_loss_falls_checkpoints_load_safely_and_are_complete(data, tmp_path):
     from dasv_cli.io.checkpoint import load_checkpoint
     from dasv_cli.train.loop import train
 
     out = tmp_path / "run"
-    cfg = tiny_cfg(data, out, max_steps=16, valid_trials=str(data / "trials.txt"), validate_every=8)
+    cfg = tiny_config(data, out, max_steps=16, valid_trials=str(data / "trials.txt"), validate_every=8)
     result = train(cfg)
     assert result.step == 16 and result.reason == "max_steps" and result.exit_code == 0
     rows = read_metrics(out)
@@ -215,7 +187,7 @@ def test_nonfinite_batch_is_skipped_before_weights_or_batchnorm(data, tmp_path):
         nan_batches = {3}
 
     out = tmp_path / "nan"
-    result = train(tiny_cfg(data, out, max_steps=4, print_every=1), trainer_cls=T)
+    result = train(tiny_config(data, out, max_steps=4, print_every=1), trainer_cls=T)
     assert result.skipped == 1 and result.step == 4
     ckpt = torch.load(out / "last.pt", weights_only=True)
     for name, t in ckpt["model"].items():
@@ -233,7 +205,7 @@ def test_run_that_keeps_diverging_stops_with_a_clear_error(data, tmp_path):
         nan_batches = {"all"}
 
     with pytest.raises(DivergedError, match="training diverged: 3 batches in a row gave a non-finite loss"):
-        train(tiny_cfg(data, tmp_path / "div", max_steps=4, max_nonfinite=3), trainer_cls=T)
+        train(tiny_config(data, tmp_path / "div", max_steps=4, max_nonfinite=3), trainer_cls=T)
     assert (tmp_path / "div" / "last.pt").exists()
 
 
@@ -243,17 +215,12 @@ def test_resume_after_sigkill_equals_uninterrupted_run(data, tmp_path):
     common = ["--train-labels", str(data / "labels.txt"), "--features", str(data / "feats"), *TINY_FLAGS,
               "--max-steps", "12", "--save-every", "3", "-q", "--valid-trials", str(data / "trials.txt"),
               "--validate-every", "5"]
-    ref = run_dasv("train", *common, "--workers", "0", "-o", str(tmp_path / "ref"))
+    ref = run_inprocess("train", *common, "--workers", "0", "-o", str(tmp_path / "ref"))  # the same run, no start-up
     assert ref.code == 0, ref.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "dasv_cli", "train", *common, "--workers", "2", "-o", str(out)],
-                            env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed = signal_when("train", *common, "--workers", "2", "-o", out, sig=signal.SIGKILL,
+                         ready=lambda _: (out / "last.pt").exists())
+    assert killed.code == -signal.SIGKILL
     killed_at = torch.load(out / "last.pt", weights_only=True)["step"]
     assert 0 < killed_at < 12
     res = run_dasv("train", "-o", str(out), "--resume", "-q")
@@ -270,28 +237,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(data, tmp_path):
     assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after the resume"
 
 
-def test_ctrl_c_writes_last_and_exits_cleanly(data, tmp_path):
-    out = tmp_path / "int"
-    proc = subprocess.Popen([sys.executable, "-m", "dasv_cli", "train", "--train-labels", str(data / "labels.txt"),
-                             "--features", str(data / "feats"), *TINY_FLAGS, "--workers", "1", "--print-every", "1",
-                             "--max-steps", "100000", "-o", str(out)],
-                            env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "dasv: error: interrupted"
-    assert "Traceback" not in err
-    ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["step"] >= 1
-
-
 def test_dry_run_prints_config_and_model(data, tmp_path):
-    res = run_dasv("train", "--train-labels", str(data / "labels.txt"), *TINY_FLAGS, "-o", str(tmp_path / "x"),
-                   "--dry-run")
+    res = run_inprocess("train", "--train-labels", str(data / "labels.txt"), *TINY_FLAGS, "-o", str(tmp_path / "x"),
+                        "--dry-run")
     assert res.code == 0, res.stderr
     assert res.stdout == ""
     assert "kernel_size       = 16" in res.stderr and "total" in res.stderr and "parameters" in res.stderr
@@ -300,7 +248,7 @@ def test_dry_run_prints_config_and_model(data, tmp_path):
 
 
 def test_help_shows_an_example():
-    res = run_dasv("train", "--help")
+    res = run_inprocess("train", "--help")
     assert res.code == 0
     for flag in ("--front-end", "--kernel-size", "--heads", "--embedding-size", "--pooling", "--mask-prob",
                  "--optimizer", "--learning-rate", "--weight-decay", "--batch-size", "--grad-accumulation",
@@ -342,7 +290,7 @@ def test_lr_halving_and_early_stopping_follow_validations_without_gain(data, tmp
     monkeypatch.setattr(validation, "evaluate_trials",
                         lambda *a, **k: SimpleNamespace(eer=next(eers), min_dcf_p01=1.0, min_dcf_p05=1.0))
     out = tmp_path / "es"
-    result = train(tiny_cfg(data, out, valid_trials=str(data / "trials.txt"), validate_every=1, lr_patience=2,
+    result = train(tiny_config(data, out, valid_trials=str(data / "trials.txt"), validate_every=1, lr_patience=2,
                             early_stopping=3, max_steps=50))
     assert result.reason == "early_stopping" and result.step == 8 and result.best_eer == 5.0
     rows = [r for r in read_metrics(out) if "eer" in r]

@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import TINY_FLAGS, start_dasv  # tests/ is on sys.path
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks read /proc")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, demo_dir) -> Path:
-    return make_demo_data(tmp_path_factory.getbasetemp() / "train-demo-data", demo_dir)
 
 
 def session_pids(sid: int) -> list[int]:
@@ -40,11 +35,10 @@ def session_pids(sid: int) -> list[int]:
 
 
 def start(data: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "dasv_cli", "train", "--train-labels", str(data / "labels.txt"),
-            "--features", str(data / "feats"), *TINY_FLAGS, "--batch-size", "4", "--procs", "2", "-o", str(out),
-            *extra]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    """`dasv train --procs 2` on the demo data in a session of its own (to signal and check it whole)."""
+    return start_dasv("train", "--train-labels", data / "labels.txt", "--features", data / "feats", *TINY_FLAGS,
+                      "--batch-size", "4", "--procs", "2", "-o", out, *extra, env=env, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:

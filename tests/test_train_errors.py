@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 from dasv_cli.cli.app import run
-from conftest import TINY_FLAGS, make_demo_data  # noqa: E402  (pytest puts tests/ on sys.path)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, demo_dir) -> Path:
-    return make_demo_data(tmp_path_factory.getbasetemp() / "train-demo-data", demo_dir)
+from conftest import TINY_FLAGS, run_dasv  # tests/ is on sys.path
 
 
 def fail(capsys, *args: str, code: int = 1) -> str:
@@ -112,8 +102,6 @@ def test_impossible_options(data, tmp_path, capsys):
 
 
 def test_a_real_process_prints_one_line_and_exits_1(data, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "dasv_cli", "train", *base(data, tmp_path / "o"),
-                          "--features", str(tmp_path / "nowhere")],
-                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
-    assert res.returncode == 1
+    res = run_dasv("train", *base(data, tmp_path / "o"), "--features", tmp_path / "nowhere", timeout=120)
+    assert res.code == 1
     assert res.stderr.strip() == f"dasv: error: {tmp_path / 'nowhere'}: no such feature store (make one with `dasv features`)"

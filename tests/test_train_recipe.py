@@ -16,14 +16,11 @@ from dasv_cli.model import AAMSoftmax, AMSoftmax, ModelConfig, SpeakerNet
 from dasv_cli.train.config import TrainConfig, resolve_config
 from dasv_cli.train.schedule import lr_at
 from dasv_cli.train.specaugment import FREQ_WIDTH, TIME_WIDTH, spec_augment
-from tests.test_train import TINY, make_demo_data, read_metrics
+from conftest import read_metrics, tiny_config  # tests/ is on sys.path
 
 MODERN = dict(recipe="modern", max_steps=12)
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, demo_dir) -> Path:
-    return make_demo_data(tmp_path_factory.getbasetemp() / "train-demo-data", demo_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +44,6 @@ def augmented(tmp_path_factory, data) -> Path:
     for name in ("labels.txt", "trials.txt"):
         (root / name).write_text((data / name).read_text())
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def cfg_for(data: Path, out: Path, **over) -> TrainConfig:
-    flags = dict(TINY, train_labels=str(data / "labels.txt"), features=str(data / "feats"), out=str(out))
-    flags.update(over)
-    cfg, _ = resolve_config(flags, cwd=out.parent)
-    return cfg
 
 
 # ------------------------------------------------------------------------------------------ margins
@@ -186,9 +168,9 @@ def test_flags_beat_toml_beat_recipe_beat_defaults(tmp_path):
 def test_augmented_copies_join_with_the_clean_label_and_speed_copies_are_new_speakers(augmented, tmp_path):
     from dasv_cli.train.inputs import prepare_data
 
-    clean = prepare_data(cfg_for(augmented, tmp_path / "a"))
+    clean = prepare_data(tiny_config(augmented, tmp_path / "a"))
     assert len(clean.keys) == 40 and clean.num_speakers == 8 and not any("#" in k for k in clean.keys)
-    data = prepare_data(cfg_for(augmented, tmp_path / "b", augmented=True))
+    data = prepare_data(tiny_config(augmented, tmp_path / "b", augmented=True))
     assert len(data.keys) == 120 and data.num_speakers == 16
     label = dict(zip(data.keys, data.labels.tolist()))
     for key in clean.keys:
@@ -218,12 +200,12 @@ def test_modern_run_resumed_mid_run_equals_the_uninterrupted_one(augmented, tmp_
 
     over = dict(MODERN, augmented=True, valid_trials=str(augmented / "trials.txt"), validate_every=4,
                 lr_warmup=3, margin_warmup=6)
-    ref = train(cfg_for(augmented, tmp_path / "ref", **over))
+    ref = train(tiny_config(augmented, tmp_path / "ref", **over))
     assert ref.step == 12
     stopper = type("Stopper", (StopAt, Trainer), {})
-    first = train(cfg_for(augmented, tmp_path / "cut", **over), trainer_cls=stopper)
+    first = train(tiny_config(augmented, tmp_path / "cut", **over), trainer_cls=stopper)
     assert first.reason == "interrupted" and first.step == 5
-    again = train(resumed_config(cfg_for(augmented, tmp_path / "cut", resume=True), {}))
+    again = train(resumed_config(tiny_config(augmented, tmp_path / "cut", resume=True), {}))
     assert again.step == 12
     a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
@@ -242,7 +224,7 @@ def test_same_seed_same_modern_run_and_spec_augment_changes_it(data, tmp_path):
 
     runs = {}
     for name, over in (("a", {}), ("b", {}), ("plain", {"spec_augment": False})):
-        train(cfg_for(data, tmp_path / name, **MODERN, **over))
+        train(tiny_config(data, tmp_path / name, **MODERN, **over))
         runs[name] = torch.load(tmp_path / name / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not all(torch.equal(runs["a"][k], runs["plain"][k]) for k in runs["a"])
@@ -256,7 +238,7 @@ def test_init_from_takes_the_weights_into_a_new_run_and_redraws_a_classifier_of_
     from dasv_cli.train.start import initial_network
     from dasv_cli.train.state import init_weights
 
-    train(cfg_for(data, tmp_path / "first", max_steps=4))
+    train(tiny_config(data, tmp_path / "first", max_steps=4))
     best = tmp_path / "first" / "last.pt"
     trained = torch.load(best, weights_only=True)["model"]
     # fewer speakers: the first six of the demo's eight
@@ -264,7 +246,7 @@ def test_init_from_takes_the_weights_into_a_new_run_and_redraws_a_classifier_of_
         {x.split()[1] for x in (data / "labels.txt").read_text().splitlines()})[5]]
     (tmp_path / "six.txt").write_text("\n".join(lines) + "\n")
     given = dict(init_from=str(best), margin=0.5, window_seconds=1.5, max_steps=3)
-    cfg = initial_network(cfg_for(data, tmp_path / "tune", **given, train_labels=str(tmp_path / "six.txt"),
+    cfg = initial_network(tiny_config(data, tmp_path / "tune", **given, train_labels=str(tmp_path / "six.txt"),
                                   kernel_size=32), {k: v for k, v in given.items()})
     assert cfg.kernel_size == 16  # the shape comes from the checkpoint unless typed
     d = prepare_data(cfg)
@@ -281,7 +263,7 @@ def test_init_from_takes_the_weights_into_a_new_run_and_redraws_a_classifier_of_
     assert result.step == 3 and result.reason == "max_steps"  # a new run: its own step count
     tuned = torch.load(tmp_path / "tune" / "last.pt", weights_only=True)
     assert tuned["config"]["train"]["margin"] == 0.5 and tuned["config"]["train"]["init_from"] == str(best)
-    wrong = cfg_for(data, tmp_path / "wrong", init_from=str(best), max_steps=2, heads=2)
+    wrong = tiny_config(data, tmp_path / "wrong", init_from=str(best), max_steps=2, heads=2)
     with pytest.raises(InputError, match="do not fit"):
         train(wrong)
     with pytest.raises(UsageError, match="one of them"):

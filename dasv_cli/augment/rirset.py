@@ -30,6 +30,7 @@ from dasv_cli.augment.plan import stable_seed
 from dasv_cli.augment.sources import SIMULATED
 from dasv_cli.errors import DasvError, InputError, UsageError, os_error_message
 from dasv_cli.io.atomic import atomic_path, write_text_atomic
+from dasv_cli.io.paths import create_dir
 
 SIZES = tuple(rirs.ROOM_SIZES)
 ID_PREFIX = {"smallroom": "small", "mediumroom": "medium", "largeroom": "large"}
@@ -186,13 +187,7 @@ def write_rirs(output: str | Path, count: int, *, seed: int = 0, rate: int = 160
     `on_progress(done, total, written)` is called after each RIR."""
     if count < 1 or per_room < 1 or rate < 1000:
         raise UsageError("--count and --per-room must be at least 1 and --rate at least 1000 Hz")
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise DasvError(f"{output}: is a file, expected a directory for the RIRs")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DasvError(f"cannot create {os_error_message(exc, output)}") from exc
+    output = create_dir(output, "the RIR directory")
     start = time.monotonic()
     todo = slots(count, per_room)
     rooms: dict[tuple[str, int], rirs.Room] = {}

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from dasv_cli.cli.options import required_argument, required_output
+
 EPILOG = """\
 [bold]Examples[/bold]
 
@@ -26,10 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 def calibrate(
-    scores: str = typer.Argument(..., metavar="SCORES.tsv|-", help="Labelled scores: key1 key2 score label.",
-                                 show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", metavar="FILE.json", help="Where to write the calibration.",
-                                show_default=False),
+    scores: str = required_argument("SCORES.tsv|-", "Labelled scores: key1 key2 score label."),
+    output: Path = required_output("FILE.json", "Where to write the calibration."),
     prior: float = typer.Option(0.5, "--prior", metavar="P",
                                 help="Effective target prior the fit weighs the trials for (0.5: plain Cllr)."),
     quality: Optional[str] = typer.Option(None, "--quality", metavar="MEASURE",

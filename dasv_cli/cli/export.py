@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dasv_cli.cli.options import required_argument, required_output
+
 EPILOG = """\
 [bold]Examples[/bold]
 
@@ -22,10 +24,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    checkpoint: Path = typer.Argument(..., metavar="CKPT", help="dasv checkpoint (.pt) or original .chkpt.",
-                                      show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", metavar="FILE.onnx", help="Where to write the ONNX model.",
-                                show_default=False),
+    checkpoint: Path = required_argument("CKPT", "dasv checkpoint (.pt) or original .chkpt."),
+    output: Path = required_output("FILE.onnx", "Where to write the ONNX model."),
     waveform: bool = typer.Option(False, "--waveform", help="Waveform in: the log-mel recipe inside the graph."),
     opset: int = typer.Option(17, "--opset", min=13, max=21, help="ONNX opset version."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),

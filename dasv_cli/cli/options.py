@@ -1,5 +1,6 @@
-"""Option declarations that several commands share (trial arguments, device), and the reading of the
-trial arguments into one trial list, so that every command takes and checks them the same way."""
+"""Option declarations that several commands share (a required input argument and -o output, trial
+arguments, device), and the reading of the trial arguments into one trial list, so that every command
+takes and checks them the same way."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TRIAL_PAIR_HELP = "The original pair of trial files: same-speaker pairs, then different-speaker pairs"
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (cuda when present)."
+
+
+def required_argument(metavar: str, help: str) -> Any:
+    """A positional input the command cannot run without (no default to show)."""
+    return typer.Argument(..., metavar=metavar, help=help, show_default=False)
+
+
+def required_output(metavar: str, help: str) -> Any:
+    """-o/--output where the command has no default place to write (`metavar` names the form, e.g. FILE.json)."""
+    return typer.Option(..., "--output", "-o", metavar=metavar, help=help, show_default=False)
 
 
 def trial_files_argument(detail: str = "") -> Any:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dasv_cli.cli.options import required_output
+
 EPILOG = """\
 [bold]Examples[/bold]
 
@@ -28,9 +30,7 @@ def register(app: typer.Typer) -> None:
 
 
 def rirs(
-    output: Path = typer.Option(..., "--output", "-o", metavar="DIR",
-                                help="Directory of the RIR tree (created; a rerun adds what is missing).",
-                                show_default=False),
+    output: Path = required_output("DIR", "Directory of the RIR tree (created; a rerun adds what is missing)."),
     count: int = typer.Option(..., "--count", "-n", min=1, metavar="N",
                               help="Number of RIRs, spread evenly over small, medium and large rooms.",
                               show_default=False),

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dasv_cli.dsp.logmel import LogMelConfig
-from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, DasvError, UsageError, os_error_message
+from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from dasv_cli.features.augmented import AugmentJob, AugmentOptions, check_store, prepare_job
 from dasv_cli.features.failed import write_failed
 from dasv_cli.features.parts import select_part
 from dasv_cli.features.workers import InlineRun, Stored, StoreSpec, WriterPool
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
+from dasv_cli.io.paths import create_dir
 from dasv_cli.io.store.index import refresh_index
 from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
 from dasv_cli.io.store.lock import StoreLock
@@ -77,15 +78,6 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _prepare_directory(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DasvError(f"{out}: exists and is not a directory (choose another -o)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DasvError(f"cannot create the output directory {os_error_message(exc, out)}") from exc
 
 
 def _stored_keys(out: Path, cfg: LogMelConfig, dtype: str) -> set[str]:
@@ -151,7 +143,7 @@ def featurize(
                       "the audio list") if augment is not None else None
     entries = select_part(entries, part)
     out = Path(out_dir)
-    _prepare_directory(out)
+    create_dir(out, "the output directory", " (choose another -o)")
     result = FeaturizeResult(directory=out, part=part, listed=len(entries),
                              augment=dict(job.spec) if job is not None else None)
     lock = StoreLock(out, part).acquire()

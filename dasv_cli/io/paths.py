@@ -1,10 +1,11 @@
-"""The one check that an input path names what a command expects, with the one-line messages users see."""
+"""The one check that an input path names what a command expects, and the one way an output directory is
+made, with the one-line messages users see."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dasv_cli.errors import InputError
+from dasv_cli.errors import DasvError, InputError, os_error_message
 
 
 def require_file(path: str | Path, expected: str, missing: str = "no such file") -> Path:
@@ -36,4 +37,21 @@ def require_dir(path: str | Path, expected: str, missing: str = "no such directo
         raise InputError(f"{path}: {missing}")
     if not p.is_dir():
         raise InputError(f"{path}: is a file, expected {expected}")
+    return p
+
+
+def create_dir(path: str | Path, noun: str, hint: str = "") -> Path:
+    """`path` as a Path to an existing directory, made with its parents where missing; else a DasvError
+    `X: is a file, expected <noun><hint>` or `cannot create <noun> X: <reason>` (permission denied, ...).
+
+    `noun` names the directory for the user ("the output directory"); `hint` says what to do about a
+    file in its place (e.g. " (choose another -o)").
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DasvError(f"{path}: is a file, expected {noun}{hint}")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DasvError(f"cannot create {noun} {os_error_message(exc, path)}") from exc
     return p
