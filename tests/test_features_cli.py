@@ -171,8 +171,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, demo_files, 
 
 
 def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
-    # the first run must outlast the second one's start-up: the bundled set eight times (other keys)
-    copies = []
+    copies = []  # the bundled set eight times (other keys): a run long enough to be caught holding the lock
     for i in range(8):
         (tmp_path / f"copy{i}").mkdir()
         for f in demo_files:
@@ -184,11 +183,16 @@ def test_a_second_concurrent_run_refuses(tmp_path, demo_files, dasv):
     deadline = time.time() + 60
     lock = out / LOCK_NAME
     while time.time() < deadline and not (lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]):
-        time.sleep(0.01)
-    second = dasv("features", lst, "-o", out, "-j", "1", "-q")
-    still_running = first.poll() is None
+        time.sleep(0.005)
+    # held still while the second run tries (a fast first run would otherwise finish before it)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        still_running = first.poll() is None
+        second = dasv("features", lst, "-o", out, "-j", "1", "-q")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     first.communicate(timeout=300)
-    assert still_running, "the first run ended before the second started"
+    assert still_running, "the first run ended before it took the lock"
     assert second.code == 1
     assert f"another `dasv features` run (pid {first.pid})" in second.stderr
     assert first.returncode == 0 and len(FeatureStore(out)) == len(copies)

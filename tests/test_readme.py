@@ -165,4 +165,4 @@ def test_readme_commands_run_in_order(tmp_path):
     assert any({"trials", "targets", "nontargets", "eer", "min_dcf_p01", "min_dcf_p05",
                 "eer_threshold"} <= set(s) for s in summaries)
     steps = [json.loads(line)["step"] for line in (walk / "runs/small/metrics.jsonl").read_text().splitlines()]
-    assert max(steps) == 30, "the resumed run did not continue to --max-steps 30"
+    assert max(steps) == 15, "the resumed run did not continue to --max-steps 15"
