@@ -217,13 +217,15 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
 
 def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                 progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
-                max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
-    """float32 [len(keys), E]: the embedding of each whole utterance, rows in the order of `keys`."""
+                max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None) -> np.ndarray:
+    """float32 [len(keys), E]: the embedding of each whole utterance, rows in the order of `keys`
+    (`check` before each batch, as for iter_store_embeddings)."""
     model = getattr(model, "module", model)
     keys = list(keys)
     out = np.zeros((len(keys), int(model.embedding_size)), dtype=np.float32)
     row = {k: i for i, k in enumerate(keys)}
-    for done, vectors in iter_store_embeddings(model, store, keys, norm, device, progress, max_frames, max_batch):
+    for done, vectors in iter_store_embeddings(model, store, keys, norm, device, progress, max_frames, max_batch,
+                                               check):
         out[[row[k] for k in done]] = vectors
     return out
 
@@ -309,8 +311,10 @@ def check_store_fits(store: Any, model: Any, ckpt: dict[str, Any], ckpt_name: st
 
 def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials: "Trials", device: str = "auto",
                        skip_missing: bool = False, progress: bool = True,
-                       model_and_ckpt: tuple[Any, dict[str, Any]] | None = None) -> "Embeddings":
-    """Embed each unique utterance of `trials` once from a feature store (for score/validate).
+                       model_and_ckpt: tuple[Any, dict[str, Any]] | None = None,
+                       check: Callable[[], None] | None = None) -> "Embeddings":
+    """Embed each unique utterance of `trials` once from a feature store (for score/validate;
+    `check` before each batch).
 
     Keys absent from the store are an error listing them, or left out with `skip_missing`.
     """
@@ -329,7 +333,7 @@ def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials:
             raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}")
                              + " (--skip-missing scores the rest)")
         norm = checkpoint_norm(ckpt)
-        vectors = embed_store(model, store, present, norm=norm, device=dev, progress=progress)
+        vectors = embed_store(model, store, present, norm=norm, device=dev, progress=progress, check=check)
     finally:
         store.close()
     return Embeddings(present, vectors, {"checkpoint": str(model_path), "norm": norm})

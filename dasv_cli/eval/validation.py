@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import DasvError, InputError
@@ -17,6 +17,7 @@ from dasv_cli.eval import embed as embedding
 from dasv_cli.eval.metrics import Metrics, compute_metrics
 from dasv_cli.eval.scoring import cosine_scores, score_table
 from dasv_cli.eval.trials import describe_missing
+from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import Trials
 
 CHECKPOINT_SUFFIXES = (".pt", ".chkpt", ".pth")
@@ -60,7 +61,16 @@ def checkpoint_candidates(model: Path) -> list[Path]:
 def validate_checkpoints(model: Path, features: Path, trials: Trials, *, device: str = "auto",
                          skip_missing: bool = False, progress: bool = True) -> Validation:
     """Validate one checkpoint, or rank a directory of them; a directory skips (and lists) the
-    checkpoints that cannot be validated, a single checkpoint's error is raised."""
+    checkpoints that cannot be validated, a single checkpoint's error is raised.
+
+    Ctrl-C is taken as a request checked between batches (interrupts.py: a KeyboardInterrupt raised
+    inside a finaliser would be printed and lost, and the run would go on to exit 0)."""
+    with InterruptFlag() as interrupt:
+        return _validate(model, features, trials, device, skip_missing, progress, interrupt.check)
+
+
+def _validate(model: Path, features: Path, trials: Trials, device: str, skip_missing: bool, progress: bool,
+              check: Callable[[], None]) -> Validation:
     from dasv_cli.progress import log, warn
 
     candidates = checkpoint_candidates(model)
@@ -68,10 +78,11 @@ def validate_checkpoints(model: Path, features: Path, trials: Trials, *, device:
     results: list[dict[str, Any]] = []
     failed: list[tuple[Path, str]] = []
     for path in candidates:
+        check()
         try:
             loaded = embedding.load_extractor(path, dev)
             table = embedding.embed_trials_table(path, features, trials, device=dev, skip_missing=skip_missing,
-                                                 progress=progress, model_and_ckpt=loaded)
+                                                 progress=progress, model_and_ckpt=loaded, check=check)
             scored = score_table(table, trials, skip_missing=skip_missing,
                                  table_name=f"the feature store {features}")
             metrics = compute_metrics(scored.scores, scored.trials.labels)
@@ -86,6 +97,7 @@ def validate_checkpoints(model: Path, features: Path, trials: Trials, *, device:
         results.append(row)
         log(f"{path}: {metrics.summary()}" + (f"; skipped {scored.skipped} trial(s)" if scored.skipped else ""),
             force=True)
+    check()  # a Ctrl-C after the last batch still ends the run as interrupted
     if not results:
         raise InputError(f"{model}: none of the {len(candidates)} checkpoints could be validated")
     results.sort(key=lambda r: (r["eer"], r["min_dcf_p01"]))
