@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -246,3 +247,17 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, demo_files):
     assert not list_temporary(out) and not any(p.exists() for p in left)
     assert [p.name for p in list_shards(out)] == ["shard-00000.h5", "shard-00001.h5"]
 
+
+
+def test_features_start_up_imports_neither_torch_nor_scipy_signal(tmp_path, demo_files):
+    """What `dasv features` on one file imports: torch (~6 s at load) and scipy.signal (~1.7 s, only
+    reverb needs it) would dominate its start-up."""
+    lst = _list(tmp_path / "one.lst", demo_files[:1])
+    code = ("import sys\nfrom dasv_cli.cli.app import main\nsys.argv = ['dasv', 'features', sys.argv[1], '-o', "
+            "sys.argv[2], '-q']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('torch', 'scipy.signal', 'librosa', 'sklearn') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code, str(lst), str(tmp_path / "feats")], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    assert len(FeatureStore(tmp_path / "feats")) == 1

@@ -9,7 +9,6 @@ whatever the RIR's gain (WeSpeaker's unit-energy RIR serves the same end).
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from dasv_cli.augment.mix import power
 
@@ -22,6 +21,8 @@ def direct_path(rir: np.ndarray) -> int:
 def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """`wave` convolved with `rir`, the samples from the direct path on, `len(wave)` long, at the
     power of `wave`; float64 out (the caller applies `mix.limit`)."""
+    from scipy.signal import fftconvolve  # here: scipy.signal's import is ~1.7 s of `dasv features` start-up
+
     x = np.asarray(wave, dtype=np.float64)
     h = np.asarray(rir, dtype=np.float64)
     if x.size == 0:
