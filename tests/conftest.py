@@ -34,6 +34,15 @@ TINY_FLAGS = ["--kernel-size", "16", "--heads", "4", "--embedding-size", "16", "
               "--batch-size", "8", "--learning-rate", "0.01", "--print-every", "2"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the signal tests with Ctrl-C deliverable. A suite started as a background job of a
+    non-interactive shell (`... &`, nohup, some CI runners) inherits SIGINT ignored, every dasv process
+    it starts inherits that too, and Python then never raises KeyboardInterrupt in them: the Ctrl-C
+    tests would see runs that carry on to exit 0."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def shared_data_dir() -> Path | None:
     """`$DASV_SHARED_DATA`, else `../shared/data` beside the checkout; None when neither exists."""
     env = os.environ.get("DASV_SHARED_DATA")
