@@ -110,8 +110,12 @@ def tile_to(feats: np.ndarray, frames: int) -> np.ndarray:
         return feats[:frames]
     if n == 0:
         raise ValueError("cannot tile an utterance with no frames")
-    reps = math.ceil(frames / n)
-    return np.tile(feats, (reps, 1))[:frames]
+    from dasv_cli.io.store.reader import tile_rows
+
+    out = np.empty((frames,) + feats.shape[1:], dtype=feats.dtype)
+    out[:n] = feats
+    tile_rows(out, n)
+    return out
 
 
 class WindowDataset:

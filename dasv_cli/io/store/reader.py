@@ -27,6 +27,16 @@ from dasv_cli.io.store.handles import ShardHandle, default_max_open
 from dasv_cli.io.store.index import StoreIndex, open_index
 from dasv_cli.io.store.layout import list_shards
 
+
+def tile_rows(buf: np.ndarray, n: int) -> None:
+    """Fill buf[n:] with buf[:n] repeated along time, in place (np.tile of buf[:n] cut to len(buf)):
+    how an utterance shorter than its window fills it, for the batched reads and train.windows alike."""
+    frames = buf.shape[0]
+    while n < frames:  # what is there copied after itself: n stays a multiple of the period
+        k = min(n, frames - n)
+        buf[n:n + k] = buf[:k]
+        n += k
+
 class FeatureStore:
     """Read access to a feature store directory: index in memory, HDF5 opened lazily per process.
 
@@ -242,10 +252,7 @@ class FeatureStore:
                 h, last_s = self._handle(s), s
             if not (one and h.pread_into(view[i * slot:i * slot + n * row_bytes], at)):
                 out[i, :n] = self._rows_as_stored(h, s, off, n)
-            while n < frames:  # tiled, as train.windows.tile_to: what is there copied after itself
-                k = min(n, frames - n)
-                out[i, n:n + k] = out[i, :k]
-                n += k
+            tile_rows(out[i], n)
         return out
 
     def read_stats(self, rows: np.ndarray, std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
