@@ -157,11 +157,10 @@ def featurize(
             stored: set[str] = set()
         else:
             stored = _stored_keys(out, cfg, dtype)
-        todo: list[Any] = [(e.key, str(e.path)) for e in entries if e.key not in stored]
-        if job is not None:
-            if not overwrite:
-                check_store(out, job)
-            todo = job.todo(entries, stored)
+        if job is not None and not overwrite:
+            check_store(out, job)
+        todo: list[Any] = (job.todo(entries, stored) if job is not None
+                           else [(e.key, str(e.path)) for e in entries if e.key not in stored])
         result.skipped = len(entries) - len(todo)
         n_jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
         result.jobs = n_jobs
