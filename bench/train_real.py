@@ -54,18 +54,42 @@ def label_of(recipe: str, augmented: Path | None) -> str:
     return f"{recipe}+{augmented.name.removeprefix('feats-')}"
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set spec_augment=false --set margin_type=am`: option overrides for an ablation row."""
+    out = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        low = text.lower()
+        value = {"true": True, "false": False}.get(low, text)
+        if isinstance(value, str):
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
 def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     from dasv_cli.train.config import resolve_config
     from dasv_cli.train.loop import train
 
-    label = label_of(recipe, data.get("augmented"))
+    sets = parse_sets(args.set)
+    uses_copies = sets.get("augmented", True) is not False
+    label = label_of(recipe, data.get("augmented") if uses_copies else None)
     feats = data["augmented"] if label != recipe else data["feats"]
+    if sets:
+        label += "".join(f" {k}={v}" for k, v in sets.items())
     out = args.work / "runs" / f"{label}-seed{seed}-{args.steps}-{int(time.time())}"
     flags = dict(train_labels=str(data["labels"]), features=str(feats), valid_trials=str(data["trials"]),
                  recipe=recipe, kernel_size=args.kernel_size, heads=8, embedding_size=128, window_seconds=2.0,
                  batch_size=32, grad_accumulation=1, learning_rate=1e-3, print_every=max(1, args.steps // 10),
                  validate_every=max(1, args.steps // args.validations), save_every=10**6, workers=args.workers,
-                 max_steps=args.steps, early_stopping=-1, seed=seed, out=str(out))
+                 max_steps=args.steps, early_stopping=-1, seed=seed, out=str(out.with_name(out.name.replace(" ", "_"))))
+    flags.update(sets)
+    out = Path(flags["out"])
     cfg, _ = resolve_config(flags, cwd=args.work)
     t0 = time.time()
     result = train(cfg)
@@ -74,7 +98,9 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     curve = [(r["step"], r["eer"], r["min_dcf_p01"], r["min_dcf_p05"]) for r in rows if "eer" in r]
     sps = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
     last = curve[-1]
+    best = min(curve, key=lambda c: c[1])
     record = {"recipe": label, "seed": seed, "steps": result.step, "eer": last[1], "min_dcf_p01": last[2],
+              "best_eer": best[1], "best_step": best[0], "best_min_dcf_p01": best[2],
               "min_dcf_p05": last[3], "curve": curve, "minutes": wall / 60,
               "samples_per_s": statistics.median(sps) if sps else None, "kernel_size": args.kernel_size}
     print(f"{label} seed {seed}: {result.step} updates in {wall / 60:.1f} min; EER {last[1]:.2f}%  "
@@ -113,6 +139,8 @@ def main() -> None:
                     help="the copies the recipes with --augmented train on (`dasv features --augment KINDS`)")
     ap.add_argument("--copies", type=int, default=1, metavar="K", help="copies per kind (`--copies K`)")
     ap.add_argument("--rirs", type=int, default=200, help="simulated RIRs for reverb (`dasv rirs --count N`)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a training option (an ablation row): --set spec_augment=false")
     args = ap.parse_args()
 
     import torch
@@ -132,7 +160,8 @@ def main() -> None:
     for seed in args.seeds:
         for recipe in args.recipes:
             record = run_one(data, args, recipe, seed)
-            (results_dir / f"{record['recipe']}-seed{seed}-{args.steps}-k{args.kernel_size}.json").write_text(
+            name = record["recipe"].replace(" ", "_").replace("=", "-")
+            (results_dir / f"{name}-seed{seed}-{args.steps}-k{args.kernel_size}.json").write_text(
                 json.dumps(record))
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob(f"*-{args.steps}-k{args.kernel_size}.json"))]
     print(f"\n{len(results)} runs of {args.steps} updates (K={args.kernel_size}); verification on 10 unseen "
