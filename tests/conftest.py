@@ -155,21 +155,54 @@ def _dasv_env(env: dict[str, str] | None) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
 
 
+CAP_DAC_OVERRIDE, CAP_SETPCAP = 1, 8  # linux/capability.h
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability set (a bit per capability; 0 where /proc does not say)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def file_modes_bind_this_process() -> bool:
+    """Whether a `run_dasv(..., held_to_modes=True)` process is refused what a file's mode forbids:
+    without CAP_DAC_OVERRIDE (any ordinary user) it is; root is when it may drop that capability."""
+    caps = effective_capabilities()
+    return not caps >> CAP_DAC_OVERRIDE & 1 or bool(caps >> CAP_SETPCAP & 1)
+
+
+def _drop_dac_override() -> None:
+    """In the forked child before exec: CAP_DAC_OVERRIDE out of the bounding set, so that the exec'd
+    process, root or not, is held to file modes (a 0555 directory refuses it as it refuses a user)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(24, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE) failed")
+
+
 def run_dasv(*args: str, input: str | bytes | None = None, cwd: Path | str | None = None,
              env: dict[str, str] | None = None, timeout: float = 600,
-             file_size_limit: int | None = None) -> CliResult:
+             file_size_limit: int | None = None, held_to_modes: bool = False) -> CliResult:
     """Run `python -m dasv_cli ARGS` as a user would (a real process: exit code, stdout, stderr).
     `file_size_limit` caps every file the process writes (RLIMIT_FSIZE): writes past it fail with
-    EFBIG, as on a full disk."""
-    def limit() -> None:
-        import resource
+    EFBIG, as on a full disk. `held_to_modes`: file modes bind the process even when the suite runs
+    as root (CI does), see file_modes_bind_this_process."""
+    def before_exec() -> None:
+        if file_size_limit is not None:
+            import resource
 
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+        if held_to_modes and effective_capabilities() >> CAP_DAC_OVERRIDE & 1:
+            _drop_dac_override()
 
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run([sys.executable, "-m", "dasv_cli", *map(str, args)], input=data, capture_output=True,
                           cwd=cwd, env=_dasv_env(env), timeout=timeout,
-                          preexec_fn=limit if file_size_limit is not None else None)
+                          preexec_fn=before_exec if file_size_limit is not None or held_to_modes else None)
     return CliResult(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
 
 

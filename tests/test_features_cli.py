@@ -20,7 +20,7 @@ from dasv_cli.features.run import featurize
 from dasv_cli.io.store.layout import LOCK_NAME, list_shards, list_temporary
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.reader import FeatureStore
-from conftest import run_dasv, same_store_content, signal_when, start_dasv  # tests/ is on sys.path
+from conftest import file_modes_bind_this_process, run_dasv, same_store_content, signal_when, start_dasv  # tests/ is on sys.path
 from test_logmel import TOL, reference_logmel  # the float64 reference written from DESIGN.md
 
 
@@ -209,16 +209,20 @@ def test_output_that_cannot_be_created(tmp_path, demo_files, dasv):
     assert res.stderr.startswith("dasv: error: cannot create the output directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_output(tmp_path, demo_files, dasv):
+@pytest.mark.skipif(not file_modes_bind_this_process(),
+                    reason="root with CAP_DAC_OVERRIDE and without CAP_SETPCAP to drop it ignores modes")
+def test_read_only_output(tmp_path, demo_files):
+    """A directory the user may not write (0555): as root too (CI), the run drops CAP_DAC_OVERRIDE."""
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        res = dasv("features", _list(tmp_path / "a.lst", demo_files[:1]), "-o", ro)
+        res = run_dasv("features", _list(tmp_path / "a.lst", demo_files[:1]), "-o", ro, held_to_modes=True)
     finally:
         ro.chmod(0o755)
-    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1 and "permission denied" in res.stderr
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("dasv: error: ") and "permission denied" in res.stderr and str(ro) in res.stderr
+    assert not any(ro.iterdir()), "nothing may be written there"
 
 
 def test_library_use_and_extensionless_paths(tmp_path, demo_files):

@@ -13,29 +13,36 @@ from dasv_cli.eval.metrics import compute_metrics, det_curve, metrics_and_det
 
 
 def brute_force(scores, labels, p_targets=(0.01, 0.05)):
-    """Reference: every distinct score (and +inf) as a threshold, counted with plain Python loops."""
+    """Reference: every distinct score (and reject-all) as a threshold, counted with plain Python loops.
+
+    Returns (EER percent, {p: minDCF}, points (P_miss, P_fa, threshold), EER threshold): the EER and its
+    threshold are both interpolated along the segment where P_miss crosses P_fa, with the same weight.
+    The reject-all point's threshold is the next number above the top score (in the scores' dtype).
+    """
+    top = np.max(np.asarray(scores))
     scores = [float(s) for s in scores]
     labels = [int(v) for v in labels]
     tar = [s for s, y in zip(scores, labels) if y == 1]
     non = [s for s, y in zip(scores, labels) if y == 0]
-    thresholds = sorted(set(scores)) + [math.inf]
+    thresholds = sorted(set(scores)) + [float(np.nextafter(top, np.inf))]
     pts = []
     for t in thresholds:
         pm = sum(1 for s in tar if s < t) / len(tar)
         pf = sum(1 for s in non if s >= t) / len(non)
         pts.append((pm, pf, t))
-    eer = None
-    for (pm0, pf0, _), (pm1, pf1, _) in zip(pts, pts[1:]):
+    eer = eer_threshold = None
+    for (pm0, pf0, t0), (pm1, pf1, t1) in zip(pts, pts[1:]):
         if pm0 < pf0 and pm1 >= pf1:
             # Where the segment from (pf0, pm0) to (pf1, pm1) meets the line pm == pf.
             a = (pf0 - pm0) / ((pm1 - pm0) - (pf1 - pf0))
             eer = pm0 + a * (pm1 - pm0)
+            eer_threshold = t0 + a * (t1 - t0)
             break
     dcfs = {}
     for p in p_targets:
         costs = [(p * pm + (1 - p) * pf) / min(p, 1 - p) for pm, pf, _ in pts]
         dcfs[p] = min(costs)
-    return eer * 100, dcfs, pts
+    return eer * 100, dcfs, pts, eer_threshold
 
 
 def from_sklearn(scores, labels, p_targets=(0.01, 0.05)):
@@ -75,25 +82,32 @@ CASES = {
 }
 
 
+# p_target 0.5 and 0.9 besides the defaults: from 0.5 up the normaliser is C_fa * (1 - p), not
+# C_miss * p (every p below 0.5 gives the same minDCF either way).
+P_TARGETS = (0.01, 0.05, 0.5, 0.9)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_matches_brute_force_and_sklearn(case, seed):
     scores, labels = CASES[case](np.random.default_rng(seed))
-    m = compute_metrics(scores, labels)
-    eer_bf, dcf_bf, _ = brute_force(scores, labels)
-    eer_sk, dcf_sk = from_sklearn(scores, labels.astype(int))
+    m = compute_metrics(scores, labels, p_targets=P_TARGETS)
+    eer_bf, dcf_bf, _, eer_t_bf = brute_force(scores, labels, P_TARGETS)
+    eer_sk, dcf_sk = from_sklearn(scores, labels.astype(int), P_TARGETS)
     assert m.eer == pytest.approx(eer_bf, abs=1e-9)
     assert m.eer == pytest.approx(eer_sk, abs=1e-9)
-    assert m.min_dcf_p01 == pytest.approx(dcf_bf[0.01], abs=1e-9)
-    assert m.min_dcf_p05 == pytest.approx(dcf_bf[0.05], abs=1e-9)
-    assert m.min_dcf_p01 == pytest.approx(dcf_sk[0.01], abs=1e-9)
-    assert m.min_dcf_p05 == pytest.approx(dcf_sk[0.05], abs=1e-9)
+    # The EER threshold is interpolated on the same segment as the EER itself (not merely within range).
+    assert m.eer_threshold == pytest.approx(eer_t_bf, rel=1e-9, abs=1e-12)
+    assert sorted(m.min_dcf) == sorted(P_TARGETS)
+    for p, (value, threshold) in m.min_dcf.items():
+        assert value == pytest.approx(dcf_bf[p], abs=1e-9), p
+        assert value == pytest.approx(dcf_sk[p], abs=1e-9), p
+        # The reported threshold reaches the reported cost under the documented rule (score >= t accepts).
+        assert dcf_at(scores, labels, threshold, p) == pytest.approx(value, abs=1e-9), p
+    assert (m.min_dcf_p01, m.min_dcf_p01_threshold) == m.min_dcf[0.01]
+    assert (m.min_dcf_p05, m.min_dcf_p05_threshold) == m.min_dcf[0.05]
     assert m.targets == int(labels.sum()) and m.nontargets == int((~labels).sum())
     assert m.trials == len(scores)
-    # The reported thresholds reach the reported costs under the documented rule (score >= t accepts).
-    assert dcf_at(scores, labels, m.min_dcf_p01_threshold, 0.01) == pytest.approx(m.min_dcf_p01, abs=1e-9)
-    assert dcf_at(scores, labels, m.min_dcf_p05_threshold, 0.05) == pytest.approx(m.min_dcf_p05, abs=1e-9)
-    assert float(np.min(scores)) <= m.eer_threshold <= float(np.max(scores))
 
 
 def test_det_points_are_the_brute_force_points():
@@ -101,7 +115,7 @@ def test_det_points_are_the_brute_force_points():
     y = rng.random(400) < 0.5
     scores = np.round(rng.standard_normal(400) + y, 1)
     det = det_curve(scores, y)
-    _, _, pts = brute_force(scores, y)
+    _, _, pts, _ = brute_force(scores, y)
     assert np.allclose(det.p_miss, [p[0] for p in pts])
     assert np.allclose(det.p_fa, [p[1] for p in pts])
     assert np.allclose(det.thresholds[:-1], [p[2] for p in pts[:-1]])
@@ -124,7 +138,7 @@ def test_known_values():
     assert m.eer == pytest.approx(50.0) and m.min_dcf_p01 == pytest.approx(1.0)
     # One target error among four targets and no non-target error at t=0.35 -> interpolated EER.
     m = compute_metrics([0.3, 0.4, 0.5, 0.6, 0.1, 0.2, 0.25, 0.35], [1, 1, 1, 1, 0, 0, 0, 0])
-    bf, _, _ = brute_force([0.3, 0.4, 0.5, 0.6, 0.1, 0.2, 0.25, 0.35], [1, 1, 1, 1, 0, 0, 0, 0])
+    bf, _, _, _ = brute_force([0.3, 0.4, 0.5, 0.6, 0.1, 0.2, 0.25, 0.35], [1, 1, 1, 1, 0, 0, 0, 0])
     assert m.eer == pytest.approx(bf) and 0 < m.eer < 50
 
 
@@ -144,7 +158,7 @@ def test_p_targets_extra_and_to_dict_is_json_ready():
     y = rng.random(300) < 0.5
     s = rng.standard_normal(300) + y
     m = compute_metrics(s, y, p_targets=(0.001,))
-    _, dcf_bf, _ = brute_force(s, y, p_targets=(0.001,))
+    _, dcf_bf, _, _ = brute_force(s, y, p_targets=(0.001,))
     assert m.min_dcf[0.001][0] == pytest.approx(dcf_bf[0.001])
     d = json.loads(json.dumps(m.to_dict()))
     for key in ("trials", "targets", "nontargets", "eer", "min_dcf_p01", "min_dcf_p05", "eer_threshold"):

@@ -15,6 +15,7 @@ from dasv_cli.eval.snorm import adaptive_snorm
 from dasv_cli.eval.trials import drop_missing
 from dasv_cli.io import embeddings as tables
 from dasv_cli.io.lists import Trials, read_trials
+from dasv_cli.io.scores import read_scores
 
 
 def make_table(n_spk=6, per=4, dim=12, seed=0, noise=0.6, prefix="spk"):
@@ -183,14 +184,24 @@ def scored_dir(tmp_path_factory):
     return d, trials, expected
 
 
+def pair_scores(d, trials) -> dict[tuple[str, str], float]:
+    """(key1, key2) -> cosine score, from the fixture's table: what each TSV row must say, in that order."""
+    t = tables.read_embeddings(d / "embeddings.h5")
+    return dict(zip(zip(trials.key1, trials.key2), cosine_scores(t.keys, t.vectors, trials).tolist()))
+
+
 def test_score_pair_files_tsv_on_stdout_summary_on_stderr(dasv, scored_dir):
     d, trials, expected = scored_dir
     r = dasv("score", "clients.lst", "impostors.lst", cwd=d)  # default table: embeddings.h5
     assert r.code == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert len(rows) == len(trials) and all(len(row) == 4 for row in rows)
-    assert sum(int(row[3]) for row in rows) == int(trials.labels.sum())  # clients first, labelled 1
-    assert rows[0][3] == "1" and rows[-1][3] == "0"
+    # key1 and key2 as the trial files have them (clients first, each file in its order, labelled 1 then 0):
+    # cosine is symmetric, so only the keys tell a swapped pair, and a user joins on them.
+    want = [(a, b, y) for y in (1, 0) for a, b, t in zip(trials.key1, trials.key2, trials.labels) if t == y]
+    assert [(row[0], row[1], int(row[3])) for row in rows] == want
+    by_pair = pair_scores(d, trials)
+    assert all(float(row[2]) == pytest.approx(by_pair[row[0], row[1]], abs=5e-7) for row in rows)
     scores = np.array([float(row[2]) for row in rows])
     labels = np.array([int(row[3]) for row in rows])
     assert compute_metrics(scores, labels).eer == pytest.approx(expected.eer, abs=1e-3)
@@ -224,7 +235,12 @@ def test_score_pipeline_through_a_shell(scored_dir):
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert p.returncode == 0, p.stderr
     key1, key2, score, label = p.stdout.strip().split("\t")
-    assert -1 <= float(score) <= 1 and label in ("0", "1") and key1.startswith("spk")
+    # The last line after a numeric sort is the best-scoring trial, keys in the trial list's order.
+    by_pair = pair_scores(d, trials)
+    assert (key1, key2) in by_pair, f"{key1} {key2} is not a trial (keys swapped?)"
+    top = max(by_pair.values())
+    assert float(score) == pytest.approx(top, abs=5e-7) and by_pair[key1, key2] == pytest.approx(top, abs=1e-6)
+    assert label == str(int(key1.split("/")[0] == key2.split("/")[0]))
 
 
 def test_score_missing_keys_cohort_det_and_output_file(dasv, scored_dir, tmp_path):
@@ -244,7 +260,9 @@ def test_score_missing_keys_cohort_det_and_output_file(dasv, scored_dir, tmp_pat
     assert summary["skipped"] == 2 and summary["trials"] == len(trials)
     assert summary["snorm"]["top_n"] == 10 and summary["snorm"]["cohort_size"] == 60
     assert "adaptive s-norm applied" in r.stderr and "skipped 2 trial(s)" in r.stderr
-    assert len(out.read_text().splitlines()) == len(trials)
+    written = read_scores(out)  # the file (written atomically) has the trials' keys in their order
+    assert (written.key1, written.key2) == (trials.key1, trials.key2)
+    assert written.labels.tolist() == trials.labels.astype(bool).tolist()
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -362,6 +362,19 @@ def test_full_disk_train_checkpoint(world):
     no_temporaries(world / "run-full")
 
 
+def test_full_disk_resume_keeps_the_old_checkpoint(world):
+    """The save that fails half-way (the file-size cap at half of last.pt) is over an existing last.pt:
+    written in place, the run would be lost; written beside it and renamed, last.pt stays as it was."""
+    shutil.copytree(world / "run", world / "run-full-resume")
+    last = world / "run-full-resume" / "last.pt"
+    before, size = sha(last), last.stat().st_size
+    r = run_dasv("train", "--train-labels", "labels.txt", "--features", "feats", *TINY, "--max-steps", "4",
+                 "--resume", "-o", "run-full-resume", cwd=world, file_size_limit=size // 2)
+    one_error(r, 1, "run-full-resume/last.pt", "file too large")
+    assert sha(last) == before, "the failed save changed the previous last.pt"
+    no_temporaries(world / "run-full-resume")
+
+
 def test_full_disk_embed_keeps_the_old_table(world):
     # a table holding 4 of the 12 embeddings (an earlier run); the full disk hits when extending it
     from dasv_cli.io.embeddings import Embeddings, read_embeddings, write_embeddings
