@@ -15,6 +15,7 @@ from typing import IO, Optional, Sequence
 import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
+from dasv_cli.io.lists import split_fields
 
 DEFAULT_PRIOR = 0.01  # the target prior of the decision; actual DCF is reported at 0.01 and 0.05
 
@@ -102,7 +103,7 @@ def read_pairs(src: str | Path, stream: Optional[IO[str]] = None) -> list[Pair]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        fields = split_fields(line)
         if len(fields) != 2 or not all(fields):
             raise InputError(f"{name}:{number}: expected 'pathA pathB' (TAB between them when a path has spaces), "
                              f"got {len(fields)} field(s)")
