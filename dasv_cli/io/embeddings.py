@@ -111,6 +111,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def model_identity(path: str | Path) -> dict[str, str]:
+    """{"checkpoint": absolute path, "checkpoint_sha256": content hash}: how a table, a speakers file,
+    a scores file and a calibration name the model they belong to."""
+    p = Path(path)
+    return {"checkpoint": str(p.resolve()), "checkpoint_sha256": file_sha256(p)}
+
+
 def is_hdf5(path: str | Path) -> bool:
     try:
         with open(path, "rb") as fh:

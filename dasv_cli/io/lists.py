@@ -60,12 +60,15 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
     return name, text.splitlines()
 
 
-def iter_lines(src: str | Path) -> Iterator[tuple[str, int, str]]:
-    """(file name, 1-based line number, stripped line) for each content line (not blank, not `#`)."""
+def iter_lines(src: str | Path, comments: list[str] | None = None) -> Iterator[tuple[str, int, str]]:
+    """(file name, 1-based line number, stripped line) for each content line (not blank, not `#`);
+    the `#` lines are appended to `comments` when it is given."""
     name, lines = _open_text(src)
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            if line and comments is not None:
+                comments.append(line)
             continue
         yield name, number, line
 
@@ -81,9 +84,9 @@ def join_fields(fields: Sequence[str]) -> str:
     return ("\t" if any(any(c.isspace() for c in f) for f in fields) else " ").join(fields)
 
 
-def iter_fields(src: str | Path) -> Iterator[tuple[str, int, list[str]]]:
+def iter_fields(src: str | Path, comments: list[str] | None = None) -> Iterator[tuple[str, int, list[str]]]:
     """(file name, 1-based line number, fields as split_fields splits them) for each content line."""
-    for name, number, line in iter_lines(src):
+    for name, number, line in iter_lines(src, comments):
         yield name, number, split_fields(line)
 
 
