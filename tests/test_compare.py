@@ -155,3 +155,20 @@ def test_embed_with_an_onnx_model_matches_the_checkpoint(demo_files, ckpt, tmp_p
         assert runtime.attrs["checkpoint"] == str(onnx.resolve()) and runtime.attrs["norm"] == "cmn"
         (tmp_path / "eager.h5").unlink()
         (tmp_path / "onnx.h5").unlink()
+
+
+def test_a_calibration_fitted_for_another_model_is_refused(demo_files, ckpt, tmp_path) -> None:
+    from dasv_cli.io.embeddings import model_identity
+
+    a = str(demo_files[0])
+    cal = Calibration(offset=0.0, weights={"score": 10.0}, prior=0.5, trials=2, targets=1, nontargets=1,
+                      fitted_for={"checkpoint": "/models/other.pt", "checkpoint_sha256": "0" * 64})
+    save_calibration(cal, tmp_path / "other.json")
+    code, out, err = cli("compare", a, a, "--model", ckpt, "--calibration", tmp_path / "other.json")
+    assert code == 1 and out == "" and "/models/other.pt" in err and "--any-model" in err
+    code, out, err = cli("compare", a, a, "--model", ckpt, "--calibration", tmp_path / "other.json", "--any-model")
+    assert code == 0 and rows(out)[0][4] == "same", err
+    cal.fitted_for = model_identity(ckpt)
+    save_calibration(cal, tmp_path / "mine.json")
+    code, out, err = cli("compare", a, a, "--model", ckpt, "--calibration", tmp_path / "mine.json")
+    assert code == 0 and "unchecked" not in err, err

@@ -158,13 +158,13 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, demo_files, 
     assert dasv("features", lst, "-o", ref, "-j", "2", "-q").code == 0
     out = tmp_path / "killed"
     # killed mid-run (after some shards are complete); started again if it was too quick
-    killed = signal_when("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "1500", "--overwrite",
+    killed = signal_when("features", lst, "-o", out, "-j", "1", "-q", "--shard-frames", "700", "--overwrite",
                          sig=signal.SIGKILL, ready=lambda _: len(list_shards(out)) >= 3, attempts=3)
     assert killed.code == -signal.SIGKILL
     partial = FeatureStore(out)
     assert 0 < len(partial) < len(demo_files)
     partial.close()
-    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "1500")
+    res = dasv("features", lst, "-o", out, "-j", "2", "--shard-frames", "700")
     assert res.code == 0, res.stderr
     assert "already stored" in res.stderr
     assert not list_temporary(out)
@@ -265,3 +265,58 @@ def test_features_start_up_imports_neither_torch_nor_scipy_signal(tmp_path, demo
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
     assert len(FeatureStore(tmp_path / "feats")) == 1
+
+
+def _flip_bytes_in_the_middle_of_feats(shard: Path, count: int = 16) -> None:
+    """Flip `count` bytes inside a chunk of `feats` in the middle of the shard (what bit rot or a bad
+    disk does: the file still opens and every value reads, some of them wrong)."""
+    import h5py
+
+    with h5py.File(shard, "r") as f:
+        ds = f["feats"]
+        chunk = ds.id.get_chunk_info(ds.id.get_num_chunks() // 2)
+        where = chunk.byte_offset + chunk.size // 2
+    with open(shard, "r+b") as fh:
+        fh.seek(where)
+        data = fh.read(count)
+        fh.seek(where)
+        fh.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_a_damaged_shard_is_named_by_verify_and_by_a_rerun(tmp_path, demo_files, dasv):
+    import h5py
+
+    lst = _list(tmp_path / "a.lst", demo_files[:6])
+    out = tmp_path / "feats"
+    first = run_dasv("features", lst, "-o", out, "--jobs", "1", "--shard-frames", "700", "-q")
+    assert first.code == 0, first.stderr
+    shards = list_shards(out)
+    assert len(shards) >= 3
+    clean = dasv("inspect", out, "--verify")
+    assert clean.code == 0, clean.stderr
+    assert f"verified    {len(shards)} shards: {len(shards)} ok, 0 damaged, 0 without checksum" in clean.stdout
+
+    damaged, old = shards[1], shards[2]
+    _flip_bytes_in_the_middle_of_feats(damaged)
+    with h5py.File(old, "a") as f:  # as written by a dasv from before checksums
+        del f.attrs["checksums"]
+    res = run_dasv("inspect", out, "--verify")
+    assert res.code == 3, res.stderr
+    assert f"damaged     {damaged.name}: checksum of feats differs" in res.stdout
+    assert f"no checksum {old.name}" in res.stdout
+    assert f"{len(shards) - 2} ok, 1 damaged, 1 without checksum" in res.stdout
+    assert damaged.name in res.stderr and old.name not in res.stderr
+    as_json = json.loads(run_dasv("inspect", out, "--verify", "--json").stdout)["verify"]
+    assert [d.split(":")[0] for d in as_json["damaged"]] == [damaged.name] and as_json["no_checksum"] == [old.name]
+
+    rerun = run_dasv("features", _list(tmp_path / "b.lst", demo_files[:7]), "-o", out, "--jobs", "1",
+                     "--shard-frames", "700", "-q")
+    assert rerun.code == 1
+    lines = rerun.stderr.strip().splitlines()
+    assert len(lines) == 1 and damaged.name in lines[0] and "damaged" in lines[0], rerun.stderr
+    assert list_shards(out) == shards  # nothing written on top of the damage
+
+    damaged.unlink()  # what the message says to do: its utterances are computed again
+    healed = run_dasv("features", lst, "-o", out, "--jobs", "1", "--shard-frames", "700", "-q")
+    assert healed.code == 0, healed.stderr
+    assert dasv("inspect", out, "--verify").code == 0

@@ -115,11 +115,12 @@ def test_extension_rule_only_a_path_without_suffix_gets_wav(tmp_path):
 
 def test_audio_list_key_tab_path_form(tmp_path):
     """`key<TAB>path` stores under the key (Kaldi utt ids); spaces stay part of a path in either form."""
-    src = write(tmp_path, "l.lst", "utt-1\t/data/sp ace/a.flac\nutt-2\tb\nc d/e f.wav\nid1/v/3.wav\t/x/3.m4a\n")
+    src = write(tmp_path, "l.lst", "utt-1\t/data/sp ace/a.flac\nutt-2\tb\nc d/e f.wav\nid1/v/3.wav\t/x/3.m4a\n"
+                                   "my utt\tm.wav\n")
     entries = lists.read_audio_list(src, audio_dir=tmp_path)
-    assert [e.key for e in entries] == ["utt-1", "utt-2", "c d/e f", "id1/v/3"]
+    assert [e.key for e in entries] == ["utt-1", "utt-2", "c d/e f", "id1/v/3", "my utt"]
     assert [e.path for e in entries] == [Path("/data/sp ace/a.flac"), tmp_path / "b.wav", tmp_path / "c d/e f.wav",
-                                         Path("/x/3.m4a")]
+                                         Path("/x/3.m4a"), tmp_path / "m.wav"]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_audio_list_key_tab_path_form(tmp_path):
     [
         ("a\tb\tc\n", r"l:1: expected 'key<TAB>path' \(one TAB\), got 3"),
         ("x\na\t\tb\n", r"l:2: expected 'key<TAB>path' \(one TAB\), got 3"),
-        ("ok\nbad key\tb.wav\n", r"l:2: not a key \(no spaces"),
+        ("ok\ndir/\tb.wav\n", r"l:2: not a key: 'dir/'"),  # a key may hold spaces (io.lists.split_fields)
         ("k\tdir/\n", r"l:1: not a file path: 'dir/'"),
         ("a.wav\na\tother.flac\n", r"l:2: duplicate key 'a' \(first at line 1\)"),
     ],

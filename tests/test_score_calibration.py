@@ -95,3 +95,36 @@ def test_score_calibration_usage_errors(halves, capsys, dasv) -> None:
     assert code == 2 and "--calibration" in err
     code, _, err = cli(capsys, "score", "--trials", d / "test.txt", "-e", d / "emb.h5", "--calibration", d / "none.json")
     assert code != 0 and "none.json" in err
+
+
+def test_a_calibration_is_refused_for_another_models_scores(halves, dasv) -> None:
+    """The calibration is tied to the model whose scores it was fitted on (the scores file's header
+    names it, as embedding tables and speakers files name theirs): another model's scores are
+    refused with one line unless --any-model."""
+    d = halves
+    table = tables.read_embeddings(d / "emb.h5")
+    for name, sha in (("a", "a" * 64), ("b", "b" * 64)):
+        tables.write_embeddings(d / f"{name}.h5", table, {"checkpoint": f"/models/{name}.pt", "checkpoint_sha256": sha})
+    fit = dasv("score", "--trials", d / "fit.txt", "-e", d / "a.h5", "-o", d / "fit.tsv")
+    assert fit.code == 0, fit.stderr
+    cal = dasv("calibrate", d / "fit.tsv", "-o", d / "cal.json")
+    assert cal.code == 0, cal.stderr
+
+    same = dasv("score", "--trials", d / "test.txt", "-e", d / "a.h5", "--calibration", d / "cal.json", "--json")
+    assert same.code == 0, same.stderr
+    other = dasv("score", "--trials", d / "test.txt", "-e", d / "b.h5", "--calibration", d / "cal.json", "--json")
+    assert other.code == 1 and other.stdout == ""
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(d / "cal.json") in lines[0] and "/models/a.pt" in lines[0] \
+        and "--any-model" in lines[0], other.stderr
+    forced = dasv("score", "--trials", d / "test.txt", "-e", d / "b.h5", "--calibration", d / "cal.json",
+                  "--any-model", "--json")
+    assert forced.code == 0, forced.stderr
+    assert (d / "fit.tsv").read_text().startswith(f"# dasv-scores checkpoint_sha256={'a' * 64} checkpoint=/models/a.pt\n")
+    assert json.loads((d / "cal.json").read_text())["fitted_for"]["checkpoint_sha256"] == "a" * 64
+    # `calibrate --model` names the model of scores that came without a header (a pipe, stdout)
+    (d / "plain.tsv").write_text("".join(l for l in (d / "fit.tsv").read_text().splitlines(True) if l[0] != "#"))
+    (d / "b.pt").write_bytes(b"a model file")
+    assert dasv("calibrate", d / "plain.tsv", "-o", d / "cal-b.json", "--model", d / "b.pt").code == 0
+    assert json.loads((d / "cal-b.json").read_text())["fitted_for"]["checkpoint_sha256"] == tables.file_sha256(d / "b.pt")
+    assert dasv("score", "--trials", d / "test.txt", "-e", d / "a.h5", "--calibration", d / "cal-b.json").code == 1

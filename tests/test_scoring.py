@@ -308,3 +308,48 @@ def test_voxceleb1_list_with_random_embeddings(shared_data, tmp_path, dasv):
     expected = compute_metrics(cosine_scores(keys, t.vectors, trials), trials.labels)
     assert summary["eer"] == pytest.approx(expected.eer) and summary["eer_threshold"] == pytest.approx(expected.eer_threshold)
     print(f"voxceleb1-veri_test.txt scored through the CLI in {time.perf_counter() - started:.2f} s")
+
+
+def test_keys_with_spaces_round_trip_through_every_text_form(dasv, tmp_path):
+    """`dasv embed -o emb.txt` of a key with spaces, then `dasv score --embeddings emb.txt` (and from a
+    pipe), trials that name it (TAB-separated; classic lines still split on whitespace), the scores
+    TSV read back by `dasv calibrate`, and labels and drawn trials that carry it."""
+    import os
+    import subprocess
+    import sys
+
+    from dasv_cli.io.lists import read_train_labels
+
+    t = make_table(n_spk=4, per=3, prefix="my speaker ")  # keys `my speaker 0/u0`, ...
+    tables.write_text_file(tmp_path / "emb.txt", t.keys, t.vectors)  # what `dasv embed -o emb.txt` writes
+    back = tables.read_embeddings(tmp_path / "emb.txt")
+    assert back.keys == t.keys and np.array_equal(back.vectors, t.vectors)
+    trials = all_pairs(t.keys)
+    lines = [f"{y}\t{a}\t{b}\n" for a, b, y in zip(trials.key1, trials.key2, trials.labels)]
+    (tmp_path / "trials.txt").write_text("".join(lines))
+    with open(tmp_path / "clients.lst", "w") as c, open(tmp_path / "impostors.lst", "w") as i:
+        for a, b, y in zip(trials.key1, trials.key2, trials.labels):
+            (c if y else i).write(f"{a}\t{b}\n")
+
+    r = dasv("score", "--trials", "trials.txt", "--embeddings", "emb.txt", "-o", "scores.tsv", "--json", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["trials"] == len(trials)
+    rows = [line.split("\t") for line in (tmp_path / "scores.tsv").read_text().splitlines() if not line.startswith("#")]
+    assert [(a, b) for a, b, *_ in rows] == list(zip(trials.key1, trials.key2))
+    assert dasv("calibrate", "scores.tsv", "-o", "cal.json", cwd=tmp_path).code == 0
+    pair = dasv("score", "clients.lst", "impostors.lst", "--embeddings", "emb.txt", "--json", cwd=tmp_path)
+    assert pair.code == 0 and json.loads(pair.stdout)["trials"] == len(trials), pair.stderr
+    cmd = (f"cat emb.txt | {sys.executable} -m dasv_cli score --trials trials.txt --embeddings - --json")
+    p = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert p.returncode == 0 and json.loads(p.stdout)["trials"] == len(trials), p.stderr
+
+    # Classic whitespace lines still read; a TAB line keeps its spaces.
+    (tmp_path / "mixed.txt").write_text(f"1 spk0/u0 spk0/u1\n0\t{t.keys[0]}\t{t.keys[3]}\n")
+    mixed = read_trials(tmp_path / "mixed.txt")
+    assert mixed.key1 == ["spk0/u0", t.keys[0]] and mixed.key2 == ["spk0/u1", t.keys[3]]
+    (tmp_path / "labels.txt").write_text("".join(f"{k}\tspk{k[11]}\n" for k in t.keys))
+    assert read_train_labels(tmp_path / "labels.txt").keys == t.keys
+    drawn = dasv("prepare", "trials", "labels.txt", "-n", "6", "--seed", "1", "-o", "prepared", cwd=tmp_path)
+    assert drawn.code == 0, drawn.stderr
+    assert set(read_trials(tmp_path / "prepared" / "trials.txt").key1) <= set(t.keys)

@@ -13,7 +13,7 @@ import torch
 from dasv_cli.errors import DasvError, InputError, UsageError
 from dasv_cli.train.config import TrainConfig, format_config, read_toml, resolve_config
 from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, epoch_plan, tile_to
-from conftest import TINY_FLAGS, read_metrics, run_dasv, run_inprocess, signal_when, tiny_config
+from conftest import TINY_FLAGS, read_metrics, run_dasv, run_inprocess, signal_when, start_dasv, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,6 +235,40 @@ def test_resume_after_sigkill_equals_uninterrupted_run(data, tmp_path):
     assert a["best_eer"] == b["best_eer"]
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]
     assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after the resume"
+
+
+def test_a_second_run_on_a_running_runs_directory_is_refused_and_a_requeue_resumes(data, tmp_path):
+    """Real processes: while a run trains (loader workers and all), a second `dasv train` on its
+    directory (here a `--resume`, which used to start from the running run's last.pt and write the same
+    files) is refused with one line naming the directory and the holder; once the first is SIGKILLed
+    (a SLURM preemption), its requeue with --resume takes the directory at once."""
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    common = ["--train-labels", str(data / "labels.txt"), "--features", str(data / "feats"), *TINY_FLAGS]
+    with open(tmp_path / "first.err", "wb") as err:
+        first = start_dasv("train", *common, "--max-steps", "100000", "--save-every", "1", "--workers", "2",
+                           "-o", out, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert first.poll() is None, (tmp_path / "first.err").read_text()
+            assert time.monotonic() < deadline, "the first run never saved a checkpoint"
+            time.sleep(0.05)
+        step = torch.load(out / "last.pt", weights_only=True)["step"]
+        second = run_dasv("train", "-o", out, "--resume", "--max-steps", str(step + 3), "-q")
+        assert second.code == 1, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(out) in lines[0] and f"pid {first.pid}" in lines[0], second.stderr
+        assert first.poll() is None, "the refused run disturbed the one that holds the directory"
+    finally:
+        first.kill()
+        first.wait()
+    step = torch.load(out / "last.pt", weights_only=True)["step"]
+    again = run_dasv("train", "-o", out, "--resume", "--max-steps", str(step + 2), "-q")
+    assert again.code == 0, again.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == step + 2
 
 
 def test_dry_run_prints_config_and_model(data, tmp_path):

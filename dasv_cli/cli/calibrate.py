@@ -40,6 +40,9 @@ def calibrate(
                                              help="With --quality duration: 'key seconds' lines (Kaldi utt2dur)."),
     max_duration: float = typer.Option(20.0, "--max-duration", metavar="SECONDS",
                                        help="Durations are capped here before the log (as WeSpeaker's QMF)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", metavar="CKPT|model.onnx",
+                                         help="The model whose scores these are (default: the one the scores file's "
+                                              "header names); the calibration is refused for any other."),
     json_out: bool = typer.Option(False, "--json", help="Print the calibration JSON on stdout too."),
 ) -> None:
     """Fit a logistic-regression calibration of scores into natural-log likelihood ratios.
@@ -60,7 +63,7 @@ def calibrate(
         raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
     spec = Quality(measure=quality, max_duration=max_duration) if quality is not None else None
     check_writable(output, "calibration")
-    cal = calibrate_score_file(scores, prior, spec, features=features, durations=durations)
+    cal = calibrate_score_file(scores, prior, spec, features=features, durations=durations, model=model)
     save_calibration(cal, output)
     t = cal.training
     weights = ", ".join(f"{k} {v:+.4g}" for k, v in cal.weights.items())
@@ -69,5 +72,8 @@ def calibrate(
     log(f"on these trials: Cllr {t['cllr']:.4f} (min {t['min_cllr']:.4f})  "
         f"actDCF@0.01 {t['act_dcf_p01']:.4f} (min {t['min_dcf_p01']:.4f})  "
         f"actDCF@0.05 {t['act_dcf_p05']:.4f} (min {t['min_dcf_p05']:.4f})  EER {t['eer']:.3f}%", force=True)
+    log(f"fitted for {cal.fitted_for['checkpoint']}: refused for any other model's scores" if cal.fitted_for else
+        f"{scores} names no model (written by `dasv score` without one, or to stdout): give --model to tie the "
+        f"calibration to the model it is for", force=True)
     if json_out:
         stdout_write(json.dumps(cal.to_dict(), indent=2) + "\n")

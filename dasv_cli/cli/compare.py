@@ -39,6 +39,8 @@ def compare(
                                                help="Add the LLR and a same/different decision (from `dasv calibrate`)."),
     prior: float = typer.Option(0.01, "--prior", metavar="P",
                                 help="Target prior of the decision: 'same' where LLR >= -log(P / (1 - P))."),
+    any_model: bool = typer.Option(False, "--any-model",
+                                   help="Apply --calibration even with another model than it was fitted for."),
     device: str = device_option("For a checkpoint: "),
 ) -> None:
     """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
@@ -73,6 +75,6 @@ def compare(
     if calibration is None and prior != 0.01:
         raise UsageError("--prior is for --calibration (the decision needs LLRs)")
     embedder = AudioEmbedder(model, device)
-    results = compare_pairs(embedder, pair_list, calibration, prior)
+    results = compare_pairs(embedder, pair_list, calibration, prior, any_model=any_model)
     stdout_write("".join(r.line() + "\n" for r in results))
     log(f"{len(results)} pair(s), {embedder.embedded} file(s) embedded with {model}")

@@ -19,8 +19,8 @@ Rerunning reuses what is done: stored features are skipped and a finished traini
 
 def demo_cmd(
     output: str = typer.Option("dasv-demo", "--output", "-o", metavar="DIR",
-                               help="Working directory for the demo (created)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Delete DIR first and redo every step."),
+                               help="Working directory for the demo: new, empty, or one the demo made."),
+    fresh: bool = typer.Option(False, "--fresh", help="Remove what the demo wrote in DIR (nothing else) and redo every step."),
     max_steps: int = typer.Option(300, "--max-steps", min=1, help="Training updates."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda with bf16 when present)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

@@ -14,6 +14,8 @@ EPILOG = """\
   dasv inspect feats/ --json | python -c 'import json,sys; print(json.load(sys.stdin)["hours"])'
 
   dasv inspect feats/      [dim]# while `dasv features --part` jobs run: what they have finished[/dim]
+
+  dasv inspect feats/ --verify   [dim]# read every shard whole and check it against its checksum[/dim]
 """
 
 
@@ -25,6 +27,9 @@ def inspect(
     store: Path = typer.Argument(..., metavar="DIR", help="A feature store made by `dasv features`.",
                                  show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (machine-readable)."),
+    verify: bool = typer.Option(False, "--verify",
+                                help="Read every shard whole and check its data against the checksum written with it; "
+                                     "damaged shards are named and the exit code is 3."),
 ) -> None:
     """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed inputs.
 
@@ -36,12 +41,44 @@ def inspect(
     import json
     import sys
 
-    from dasv_cli.features.summary import summarise_store
+    from dasv_cli.errors import EXIT_PARTIAL, DasvError
+    from dasv_cli.features.summary import summarise_store, verify_store
 
-    info = summarise_store(store)
+    checked, damaged = verify_store(store) if verify else (None, [])
+    try:
+        info = summarise_store(store)
+    except DasvError:
+        if not damaged:
+            raise
+        info = None  # a damaged shard can make the store unreadable: the verdicts are the report
     if json_out:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
+        out = dict(info or {"path": str(store)})
+        if checked is not None:
+            out["verify"] = checked
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        sys.stdout.write("".join(line + "\n" for line in
+                                 (_summary_lines(info) if info else []) + _verify_lines(checked)))
+    if damaged:
+        from dasv_cli.io.store.integrity import damaged_message
+        from dasv_cli.progress import warn
+
+        warn(damaged_message(store, damaged))
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _verify_lines(checked: dict | None) -> list[str]:
+    """`verified    3 shards: 2 ok, 1 damaged, 0 without checksum`, then a line per shard not ok."""
+    if checked is None:
+        return []
+    lines = [f"verified    {checked['shards']} shards: {checked['ok']} ok, {len(checked['damaged'])} damaged, "
+             f"{len(checked['no_checksum'])} without checksum"]
+    lines += [f"damaged     {name}" for name in checked["damaged"]]
+    lines += [f"no checksum {name}" for name in checked["no_checksum"]]
+    return lines
+
+
+def _summary_lines(info: dict) -> list[str]:
     failed_lists = ", ".join(f"{path} ({n})" if len(info["failed_lists"]) > 1 else path
                              for path, n in info["failed_lists"].items())
     lines = [
@@ -58,7 +95,7 @@ def inspect(
         f"failed      {info['failed']}" + (f" (see {failed_lists})" if info["failed"] else ""),
         "recipe      " + ", ".join(f"{k}={v}" for k, v in info["recipe"].items()),
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    return lines
 
 
 def _sources_line(specs: list[dict]) -> str:

@@ -56,6 +56,8 @@ def score(
         help="Write natural-log LLRs (from `dasv calibrate`) instead of cosines; the summary adds actual DCF, Cllr, minCllr."),
     durations: Optional[Path] = typer.Option(None, "--durations", metavar="FILE",
                                              help="With a --quality duration calibration: 'key seconds' lines (utt2dur)."),
+    any_model: bool = typer.Option(False, "--any-model",
+                                   help="Apply --calibration even to scores of another model than it was fitted for."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; the summary is still printed."),
 ) -> None:
     """Score trials with cosine similarity; scores as TSV on stdout, the summary (EER, minDCF) on stderr.
@@ -79,7 +81,7 @@ def score(
             raise UsageError("give either --embeddings or --model/--features, not both")
     result = run_score(trial_list, trials_name, embeddings=embeddings, model=model, features=features,
                        device=device, skip_missing=skip_missing, cohort=cohort, top_n=top_n, det_plot=det_plot,
-                       output=output, calibration=calibration, durations=durations)
+                       output=output, calibration=calibration, durations=durations, any_model=any_model)
     if (output is None or output == "-") and not json_out:
         write_scores(None, result.scored.trials, result.scored.scores)
     if json_out:

@@ -12,6 +12,12 @@ With a quality measure (quality.py: the two utterances' log-durations, as WeSpea
 quality inputs enter the same affine map. The JSON written by `save_calibration` holds everything
 `apply_calibration` needs: offset, weights per input, the prior, the trial counts, the quality measure,
 and the calibrated summary on the fitting trials (optimistic: the same trials were fitted).
+
+A calibration belongs to the model whose scores it was fitted on (`fitted_for`: the checkpoint's path
+and sha256, as an embedding table and a speakers file name theirs; read from the scores file's
+header, or `dasv calibrate --model`). Applied to another model's scores it is refused (`check_model`)
+unless the user passes --any-model; one that names no model (an earlier dasv's, or scores that did not
+say) is applied with a warning.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -45,6 +51,7 @@ class Calibration:
     quality: Quality | None = None
     training: dict[str, Any] = field(default_factory=dict)  # calibrated_summary on the fitting trials
     source: str | None = None
+    fitted_for: dict[str, str] | None = None  # {"checkpoint", "checkpoint_sha256"} of the scores' model
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -68,6 +75,7 @@ class Calibration:
             "quality": self.quality.to_dict() if self.quality is not None else None,
             "training": dict(self.training),
             "source": self.source,
+            "fitted_for": dict(self.fitted_for) if self.fitted_for else None,
         }
 
     @classmethod
@@ -91,6 +99,9 @@ class Calibration:
                     raise ValueError(f"unknown quality measure {q.get('measure')!r}")
                 quality = Quality(measure=q["measure"], max_duration=_finite(q["max_duration"], "max_duration"),
                                   source=q.get("source"))
+            fitted = data.get("fitted_for")
+            if fitted is not None and not (isinstance(fitted, dict) and isinstance(fitted.get("checkpoint_sha256"), str)):
+                raise ValueError("'fitted_for' names no checkpoint_sha256")
         except UsageError as exc:
             raise InputError(f"{name}: unusable calibration ({exc.message})") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -102,7 +113,7 @@ class Calibration:
                              f"(expected {list(expected)})")
         return cls(offset=offset, weights=weights, prior=prior, trials=counts[0], targets=counts[1],
                    nontargets=counts[2], quality=quality, training=dict(data.get("training") or {}),
-                   source=data.get("source"))
+                   source=data.get("source"), fitted_for=fitted)
 
 
 def _finite(value: Any, what: str) -> float:
@@ -204,9 +215,30 @@ def load_calibration(path: str | Path) -> Calibration:
     return Calibration.from_dict(data, str(p))
 
 
+def check_model(cal: Calibration, cal_name: str, shas: Collection[str], using: str, any_model: bool = False) -> None:
+    """Refuse `cal` for scores of a model (content hashes `shas`, named `using`) it was not fitted for,
+    unless `any_model`; say so when either side names no model and it cannot be checked."""
+    from dasv_cli import progress
+
+    if any_model:
+        return
+    fitted = cal.fitted_for
+    if fitted is None:
+        progress.warn(f"{cal_name}: names no model it was fitted for; applied to {using} unchecked")
+    elif not shas:
+        progress.warn(f"{cal_name}: {using} names no model, so it cannot be checked against the one the "
+                      f"calibration was fitted for ({fitted.get('checkpoint', '?')}); applied unchecked")
+    elif fitted["checkpoint_sha256"] not in shas:
+        raise InputError(f"{cal_name}: fitted on the scores of another model ({fitted.get('checkpoint', '?')}, "
+                         f"sha256 {fitted['checkpoint_sha256'][:12]}) than {using}; fit one on this model's "
+                         f"scores with `dasv calibrate`, or pass --any-model to apply it anyway")
+
+
 def calibrate_score_file(path: str | Path, prior: float = DEFAULT_PRIOR, quality: Quality | None = None, *,
-                         features: str | Path | None = None, durations: str | Path | None = None) -> Calibration:
-    """`dasv calibrate`: fit a calibration to a labelled scores TSV (durations as trial_quality reads them)."""
+                         features: str | Path | None = None, durations: str | Path | None = None,
+                         model: str | Path | None = None) -> Calibration:
+    """`dasv calibrate`: fit a calibration to a labelled scores TSV (durations as trial_quality reads them),
+    tied to `model` when given, else to the model the scores file's header names (if any)."""
     from dasv_cli.io.scores import read_scores
 
     table = read_scores(path)
@@ -219,7 +251,15 @@ def calibrate_score_file(path: str | Path, prior: float = DEFAULT_PRIOR, quality
         quality = replace(quality, source=str(features if features is not None else durations))
     elif features is not None or durations is not None:
         raise UsageError("--features / --durations are for --quality duration")
-    return fit_calibration(table.scores, table.labels, prior, q, quality, source=str(path))
+    cal = fit_calibration(table.scores, table.labels, prior, q, quality, source=str(path))
+    if model is not None:
+        from dasv_cli.io.embeddings import model_identity
+        from dasv_cli.io.paths import require_file
+
+        cal.fitted_for = model_identity(require_file(model, "a model file"))
+    else:
+        cal.fitted_for = table.model
+    return cal
 
 
 def calibrate_trials(cal: Calibration, key1: Sequence[str], key2: Sequence[str], scores: Any, *,

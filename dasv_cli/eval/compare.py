@@ -15,6 +15,7 @@ from typing import IO, Optional, Sequence
 import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
+from dasv_cli.io.lists import split_fields
 
 DEFAULT_PRIOR = 0.01  # the target prior of the decision; actual DCF is reported at 0.01 and 0.05
 
@@ -40,6 +41,7 @@ class AudioEmbedder:
         if self.onnx:  # the graph normalises; it is fed raw log-mel (norm "none")
             self.device = "cpu"
             self.model, ckpt, self.norm = open_onnx_extractor(self.model_path)
+            self.source_sha256 = ckpt.get("source_sha256")
         else:
             from dasv_cli.devices import resolve_device
 
@@ -47,6 +49,14 @@ class AudioEmbedder:
             self.model, ckpt = load_extractor(self.model_path, self.device)
             self.norm = checkpoint_norm(ckpt)
         self.recipe = checkpoint_recipe(ckpt)
+
+    source_sha256: Optional[str] = None  # an ONNX model's: the checkpoint it was exported from
+
+    def model_shas(self) -> set[str]:
+        """The content hashes that name this model: its file's, and an ONNX model's source checkpoint's."""
+        from dasv_cli.io.embeddings import file_sha256
+
+        return {file_sha256(self.model_path)} | ({self.source_sha256} if self.source_sha256 else set())
 
     def embed_paths(self, paths: Sequence[str], where: Optional[dict[str, str]] = None) -> dict[str, np.ndarray]:
         """{path: float32 [E]} for each distinct path; an unusable file is one InputError naming it
@@ -102,7 +112,7 @@ def read_pairs(src: str | Path, stream: Optional[IO[str]] = None) -> list[Pair]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        fields = split_fields(line)
         if len(fields) != 2 or not all(fields):
             raise InputError(f"{name}:{number}: expected 'pathA pathB' (TAB between them when a path has spaces), "
                              f"got {len(fields)} field(s)")
@@ -129,18 +139,20 @@ class Comparison:
 
 
 def compare_pairs(embedder: AudioEmbedder, pairs: Sequence[Pair], calibration: Optional[Path] = None,
-                  prior: float = DEFAULT_PRIOR) -> list[Comparison]:
-    """Cosine of each pair (every file embedded once); with `calibration`, LLRs decided at the Bayes
-    threshold -log(prior / (1 - prior)) (durations of a duration calibration from the audio itself)."""
+                  prior: float = DEFAULT_PRIOR, any_model: bool = False) -> list[Comparison]:
+    """Cosine of each pair (every file embedded once); with `calibration` (fitted for this model, unless
+    `any_model`), LLRs decided at the Bayes threshold -log(prior / (1 - prior)) (durations of a
+    duration calibration from the audio itself)."""
     from dasv_cli.eval.cosine import l2_normalise
 
     if not 0.0 < prior < 1.0:
         raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
     cal = None
     if calibration is not None:
-        from dasv_cli.eval.calibration import load_calibration
+        from dasv_cli.eval.calibration import check_model, load_calibration
 
         cal = load_calibration(calibration)
+        check_model(cal, str(calibration), embedder.model_shas(), str(embedder.model_path), any_model)
     where: dict[str, str] = {}
     for pr in pairs:
         if pr.where is not None:

@@ -81,7 +81,7 @@ def open_onnx_extractor(path: str | Path) -> tuple[Any, dict[str, Any], str]:
     from dasv_cli.deploy.runtime import OnnxExtractor
 
     runtime = OnnxExtractor(path)
-    ckpt = {"step": int(runtime.info.checkpoint.get("step") or 0),
+    ckpt = {"step": int(runtime.info.checkpoint.get("step") or 0), "source_sha256": runtime.info.checkpoint.get("sha256"),
             "config": {"model": {}, "features": {"norm": runtime.norm, "recipe": dict(runtime.info.recipe)}}}
     return runtime, ckpt, "none"
 

@@ -55,10 +55,8 @@ def output_kind(output: str) -> str:
 
 def table_attrs(ckpt_path: str | Path, ckpt: dict[str, Any], norm: str, source: str) -> dict[str, Any]:
     """Attributes that name where an embedding table came from."""
-    p = Path(ckpt_path)
     return {
-        "checkpoint": str(p.resolve()),
-        "checkpoint_sha256": tables.file_sha256(p),
+        **tables.model_identity(ckpt_path),
         "checkpoint_step": int(ckpt.get("step") or 0),
         "model_config": json.dumps((ckpt.get("config") or {}).get("model") or {}, sort_keys=True),
         "norm": norm,

@@ -27,8 +27,7 @@ class Enrolled:
 
 
 def _model_attrs(embedder: AudioEmbedder) -> dict[str, str]:
-    return {"content": SPEAKERS_CONTENT, "checkpoint": str(embedder.model_path.resolve()),
-            "checkpoint_sha256": tables.file_sha256(embedder.model_path)}
+    return {"content": SPEAKERS_CONTENT, **tables.model_identity(embedder.model_path)}
 
 
 def read_speakers(path: str | Path, embedder: AudioEmbedder) -> tables.Embeddings:

@@ -48,10 +48,12 @@ def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = 
               model: Optional[Path] = None, features: Optional[Path] = None, device: str = "auto",
               skip_missing: bool = False, cohort: Optional[Path] = None, top_n: int = 300,
               det_plot: Optional[Path] = None, output: Optional[str] = None,
-              calibration: Optional[Path] = None, durations: Optional[Path] = None) -> ScoreRun:
+              calibration: Optional[Path] = None, durations: Optional[Path] = None,
+              any_model: bool = False) -> ScoreRun:
     """Score `trials` from `embeddings` (default embeddings.h5), or embed them first with `model` from
     `features`; with `calibration` the scores become natural-log LLRs (durations from `features` or
-    `durations` when it uses them); write the DET plot and the scores file (`output`, unless None or `-`)."""
+    `durations` when it uses them; refused for another model's scores unless `any_model`); write the DET
+    plot and the scores file (`output`, unless None or `-`; its header names the model when known)."""
     cal = _load_checked_calibration(calibration, features, durations)
     if output is not None and output != "-":
         check_writable(output, "scores")
@@ -67,6 +69,17 @@ def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = 
         path = embeddings if embeddings is not None else Path("embeddings.h5")
         table, table_name = read_embeddings(path), str(path)
     cohort_table = read_embeddings(cohort) if cohort is not None else None
+    if model is not None:
+        from dasv_cli.io.embeddings import model_identity
+
+        source: dict[str, str] | None = model_identity(model)
+    else:
+        source = {k: str(table.attrs[k]) for k in ("checkpoint", "checkpoint_sha256") if k in table.attrs}
+    if cal is not None:
+        from dasv_cli.eval.calibration import check_model
+
+        sha = (source or {}).get("checkpoint_sha256")
+        check_model(cal, str(calibration), {sha} if sha else set(), str(model or table_name), any_model)
 
     scored = score_table(table, trials, skip_missing=skip_missing, table_name=table_name,
                          cohort=cohort_table, cohort_name=str(cohort) if cohort else None, top_n=top_n)
@@ -87,7 +100,7 @@ def run_score(trials: Trials, trials_name: str, *, embeddings: Optional[Path] = 
         metrics = compute_metrics(scored.scores, scored.trials.labels)
     elapsed = time.perf_counter() - started
     if output is not None and output != "-":
-        write_scores_file(Path(output), scored.trials, scored.scores)
+        write_scores_file(Path(output), scored.trials, scored.scores, source)
     return ScoreRun(scored, metrics, elapsed, calibrated, str(calibration) if calibration is not None else None)
 
 

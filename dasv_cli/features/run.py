@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dasv_cli.dsp.logmel import LogMelConfig
-from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from dasv_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, UsageError
 from dasv_cli.features.augmented import AugmentJob, AugmentOptions, check_store, prepare_job
 from dasv_cli.features.failed import write_failed
 from dasv_cli.features.parts import select_part
@@ -27,7 +27,16 @@ from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io.lists import AudioEntry, read_audio_list
 from dasv_cli.io.paths import create_dir
 from dasv_cli.io.store.index import refresh_index
-from dasv_cli.io.store.layout import DEFAULT_SHARD_FRAMES, DTYPES, Part, failed_name, list_shards, read_shard_header
+from dasv_cli.io.store.integrity import DAMAGED, NO_CHECKSUM, damaged_message, verify_shards
+from dasv_cli.io.store.layout import (
+    DEFAULT_SHARD_FRAMES,
+    DTYPES,
+    Part,
+    failed_name,
+    list_shards,
+    read_shard_header,
+    shard_part,
+)
 from dasv_cli.io.store.lock import StoreLock
 from dasv_cli.io.store.writer import clear_store, next_shard_index, remove_temporaries
 
@@ -100,6 +109,22 @@ def _stored_keys(out: Path, cfg: LogMelConfig, dtype: str) -> set[str]:
     return stored
 
 
+def _verify_stored(out: Path, part: Part | None, show: bool) -> None:
+    """Before a rerun builds on the shards already in `out` (a part's: its own), recompute their
+    checksums (io.store.integrity): a damaged shard stops the run, named, before any work."""
+    from dasv_cli import progress as ui
+
+    mine = [p for p in list_shards(out) if part is None or shard_part(p) == part]
+    verdicts = verify_shards(mine, progress=show and not ui.is_quiet())
+    damaged = [v for v in verdicts if v.status == DAMAGED]
+    if damaged:
+        raise InputError(damaged_message(out, damaged))
+    unchecked = sum(v.status == NO_CHECKSUM for v in verdicts)
+    if unchecked:
+        ui.log(f"{unchecked} of {len(verdicts)} stored shards have no checksum (written by an earlier dasv): "
+               f"not verified")
+
+
 def featurize(
     audio_list: str | Path | Sequence[AudioEntry],
     out_dir: str | Path = "features",
@@ -157,6 +182,7 @@ def featurize(
             stored: set[str] = set()
         else:
             stored = _stored_keys(out, cfg, dtype)
+            _verify_stored(out, part, progress)
         if job is not None and not overwrite:
             check_store(out, job)
         todo: list[Any] = (job.todo(entries, stored) if job is not None

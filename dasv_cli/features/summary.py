@@ -36,3 +36,21 @@ def summarise_store(directory: str | Path) -> dict[str, Any]:
     info["failed"] = sum(n for _, n in counts)
     info["failed_lists"] = {str(path): n for path, n in counts}
     return info
+
+
+def verify_store(directory: str | Path) -> tuple[dict[str, Any], list[Any]]:
+    """`dasv inspect --verify`: every shard read whole against its checksum (io.store.integrity).
+    ({"shards", "ok", "damaged": ["name: what"], "no_checksum": [name]}, the damaged shards' Verdicts)."""
+    from dasv_cli import progress
+    from dasv_cli.errors import InputError
+    from dasv_cli.io.store.integrity import DAMAGED, NO_CHECKSUM, OK, verify_shards
+    from dasv_cli.io.store.layout import list_shards
+
+    shards = list_shards(directory)
+    if not shards:
+        raise InputError(f"{directory}: no feature shards to verify (is this a `dasv features` output directory?)")
+    verdicts = verify_shards(shards, progress=not progress.is_quiet())
+    damaged = [v for v in verdicts if v.status == DAMAGED]
+    return {"shards": len(verdicts), "ok": sum(v.status == OK for v in verdicts),
+            "damaged": [f"{v.path.name}: {v.detail}" for v in damaged],
+            "no_checksum": [v.path.name for v in verdicts if v.status == NO_CHECKSUM]}, damaged

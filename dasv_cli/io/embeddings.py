@@ -5,8 +5,8 @@ HDF5 layout (one file):
     vectors  float32 [n, dim]
     attrs    format="dasv-embeddings", version, dasv_version, checkpoint (path as given),
              checkpoint_sha256, norm, dim, plus whatever the writer adds (model step, ...)
-Text form: `key v1 v2 ... vdim` per line (what `dasv embed -o -` prints); readable back, so a table
-can go through a pipe. `export_npy` writes `vectors` as .npy with the keys beside it.
+Text form: `key v1 v2 ... vdim` per line (what `dasv embed -o -` prints; TAB-separated when the key
+holds spaces, io.lists.join_fields); readable back, so a table can go through a pipe. `export_npy` writes `vectors` as .npy with the keys beside it.
 
 Writes are atomic (temporary file + rename): an interrupted run leaves the previous table intact,
 and a rerun appends only the keys the table does not hold yet.
@@ -111,6 +111,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def model_identity(path: str | Path) -> dict[str, str]:
+    """{"checkpoint": absolute path, "checkpoint_sha256": content hash}: how a table, a speakers file,
+    a scores file and a calibration name the model they belong to."""
+    p = Path(path)
+    return {"checkpoint": str(p.resolve()), "checkpoint_sha256": file_sha256(p)}
+
+
 def is_hdf5(path: str | Path) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -153,8 +160,10 @@ def _read_text(src: str | Path) -> Embeddings:
     dim: int | None = None
     seen: dict[str, int] = {}
     for name, number, fields in iter_fields(src):
+        # The key is the first field (TAB-separated from the numbers when it holds spaces); the rest
+        # are numbers, however they are separated.
+        fields = fields[:1] + [v for f in fields[1:] for v in f.split()]
         if dim is None:
-            # The key is the first field; every other field is a number (keys carry no spaces here).
             dim = len(fields) - 1
             if dim < 1:
                 raise InputError(f"{where(name, number)}: expected 'key v1 v2 ...', got one field")
@@ -212,7 +221,8 @@ def format_text_lines(keys: Sequence[str], vectors: np.ndarray) -> str:
     """`key v1 v2 ...` lines; 9 significant digits keep float32 values exact when read back."""
     out = []
     for key, vec in zip(keys, np.asarray(vectors, dtype=np.float32)):
-        out.append(key + " " + " ".join(f"{float(x):.9g}" for x in vec) + "\n")
+        sep = "\t" if any(c.isspace() for c in key) else " "  # a TAB line splits on TABs only (io.lists)
+        out.append(key + sep + " ".join(f"{float(x):.9g}" for x in vec) + "\n")
     return "".join(out)
 
 

@@ -2,6 +2,11 @@
 
 Every reader accepts a path or `-` (stdin), tolerates a UTF-8 BOM, Windows line endings, blank lines
 and `#` comments, and reports malformed content as `file:line: what is wrong`.
+
+Fields: a line with a TAB is split on TABs only, so a key may hold spaces (`my file with spaces`);
+a line without one is split on whitespace (the classic forms). Every text file dasv writes follows
+the same rule (`join_fields`), so any key it stored reads back. A key never holds a TAB or a newline:
+the audio list, where keys are made, cannot express one.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -55,20 +60,34 @@ def _open_text(src: str | Path) -> tuple[str, list[str]]:
     return name, text.splitlines()
 
 
-def iter_lines(src: str | Path) -> Iterator[tuple[str, int, str]]:
-    """(file name, 1-based line number, stripped line) for each content line (not blank, not `#`)."""
+def iter_lines(src: str | Path, comments: list[str] | None = None) -> Iterator[tuple[str, int, str]]:
+    """(file name, 1-based line number, stripped line) for each content line (not blank, not `#`);
+    the `#` lines are appended to `comments` when it is given."""
     name, lines = _open_text(src)
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            if line and comments is not None:
+                comments.append(line)
             continue
         yield name, number, line
 
 
-def iter_fields(src: str | Path) -> Iterator[tuple[str, int, list[str]]]:
-    """(file name, 1-based line number, whitespace-split fields) for each content line."""
-    for name, number, line in iter_lines(src):
-        yield name, number, line.split()
+def split_fields(line: str) -> list[str]:
+    """A line's fields: TAB-separated (each stripped) when it has a TAB, else whitespace-separated."""
+    return [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+
+
+def join_fields(fields: Sequence[str]) -> str:
+    """One line (no newline) that split_fields reads back as `fields`: spaces between them, or TABs
+    when a field holds whitespace (a key with spaces)."""
+    return ("\t" if any(any(c.isspace() for c in f) for f in fields) else " ").join(fields)
+
+
+def iter_fields(src: str | Path, comments: list[str] | None = None) -> Iterator[tuple[str, int, list[str]]]:
+    """(file name, 1-based line number, fields as split_fields splits them) for each content line."""
+    for name, number, line in iter_lines(src, comments):
+        yield name, number, split_fields(line)
 
 
 @dataclass(frozen=True)
@@ -120,9 +139,8 @@ def _key_and_path(text: str, name: str, number: int) -> tuple[str, str]:
             raise InputError(f"{where(name, number)}: expected 'key<TAB>path' (one TAB), "
                              f"got {len(fields)} TAB-separated fields")
         key, text = key_of(fields[0]), fields[1]
-        if not key or key.endswith("/") or len(fields[0].split()) != 1:
-            raise InputError(f"{where(name, number)}: not a key (no spaces; labels and trials "
-                             f"split on them): {fields[0]!r}")
+        if not key or key.endswith("/"):
+            raise InputError(f"{where(name, number)}: not a key: {fields[0]!r}")
         if text.endswith(("/", "\\")):
             raise InputError(f"{where(name, number)}: not a file path: {text!r}")
         return key, text
@@ -175,6 +193,9 @@ def read_train_labels(src: str | Path) -> Labels:
             raise InputError(f"{where(name, number)}: duplicate key {key!r} (first at line {seen[key]})")
         seen[key] = number
         keys.append(key)
+        if len(fields[1].split()) != 1:
+            raise InputError(f"{where(name, number)}: label {fields[1]!r} holds spaces (a TAB-separated line "
+                             f"is 'key<TAB>label[<TAB>x]')")
         raw_labels.append(fields[1])
         lines.append(number)
     if not keys:

@@ -135,7 +135,7 @@ def draw_trials(labels: np.ndarray, n: int, seed: int, name: str = "labels") -> 
 
 def prepare_trials(labels_path: str | Path, n: int, seed: int, out_dir: str | Path) -> DrawnTrials:
     """Draw `n` trials from a label file (`key label [x]` or `key speaker`) into DIR/trials.txt."""
-    from dasv_cli.io.lists import read_train_labels
+    from dasv_cli.io.lists import join_fields, read_train_labels
     from dasv_cli.io.paths import require_file
 
     src = str(require_file(labels_path, "a label file"))
@@ -145,7 +145,7 @@ def prepare_trials(labels_path: str | Path, n: int, seed: int, out_dir: str | Pa
     drawn = DrawnTrials(labels=src, seed=seed, key1=[keys[x] for x in i], key2=[keys[x] for x in j],
                         target=target, speakers=labels.num_classes)
     path = Path(out_dir) / TRIALS_NAME
-    rows = [f"{t} {a} {b}\n" for t, a, b in zip(target.tolist(), drawn.key1, drawn.key2)]
+    rows = [join_fields([str(t), a, b]) + "\n" for t, a, b in zip(target.tolist(), drawn.key1, drawn.key2)]
     write_text_atomic(path, "trial list", lambda fh: fh.writelines(rows))
     drawn.written.append(str(path))
     return drawn

@@ -250,18 +250,26 @@ def run_training(cfg: TrainConfig, debug: bool = False) -> int:
     """Train as configured (one process, N local ranks, or one rank of an external torchrun)."""
     from dasv_cli.train.inputs import prepare_data
     from dasv_cli.train.loop import train
-    from dasv_cli.train.state import check_output
+    from dasv_cli.train.state import check_output, hold_output
 
+    # One process holds OUT's lock for the run's life (state.hold_output): rank 0 under torchrun,
+    # the launcher (not its ranks) with --procs/--gpus, else this process; `train` checks OUT under it.
     if under_torchrun():
-        return run_rank(cfg)
+        import contextlib
+
+        with hold_output(cfg) if os.environ.get("RANK") == "0" else contextlib.nullcontext():
+            return run_rank(cfg)
     nproc = cfg.gpus or cfg.procs
     if nproc > 1:
         data = prepare_data(cfg, nproc)  # fail fast, once, before any process starts
-        check_output(cfg)
-        return launch(cfg, nproc, debug, data)
+        with hold_output(cfg):
+            check_output(cfg)
+            return launch(cfg, nproc, debug, data)
     if cfg.gpus == 1 and cfg.device == "auto":
         cfg.device = "cuda"
-    return train(cfg).exit_code
+    data = prepare_data(cfg, 1)
+    with hold_output(cfg):
+        return train(cfg, data=data).exit_code
 
 
 __all__ = ["run_training", "launch", "run_rank", "under_torchrun"]

@@ -8,9 +8,10 @@ stopped.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from dasv_cli import progress
 from dasv_cli.errors import DasvError, InputError, UsageError
@@ -20,6 +21,10 @@ from dasv_cli.train.ranks import RunContext
 
 LAST = "last.pt"
 BEST = "best.pt"
+RUN_LOCK = ".dasv-train.lock"  # held (flock) by the one process that owns a run for its whole life
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.io.lock import DirectoryLock
+
 RANK_SEED_STRIDE = 7919  # rank r's generator is seeded with seed + 7919 r + 1: different head masks per rank
 
 
@@ -55,6 +60,26 @@ def check_output(cfg: TrainConfig) -> Path:
     if not cfg.resume and last.exists():
         raise UsageError(f"{out} already holds a training run ({LAST}); continue it with --resume or choose another -o")
     return out
+
+
+@contextmanager
+def hold_output(cfg: TrainConfig) -> Iterator["DirectoryLock"]:
+    """The run's exclusive lock on OUT (created), held for the `with` block: a second `dasv train -o
+    OUT` is refused with one line naming the holder, before it reads or writes anything there. The
+    kernel drops the lock when its holder dies, so a killed or requeued run resumes at once. Taken by
+    the process that owns the run: the single process, the launcher of --procs/--gpus ranks, or rank 0
+    under an external torchrun (train.distributed)."""
+    from dasv_cli.io.lock import DirectoryLock
+    from dasv_cli.io.paths import create_dir
+
+    out = create_dir(cfg.out, "the run directory", " (choose another -o)")
+    lock = DirectoryLock(out, RUN_LOCK, lambda who: f"{out}: another `dasv train` run {who} is writing to this "
+                         f"directory; wait for it to finish or choose another -o", close_in_children=True)
+    with lock:
+        if not lock.supported:
+            progress.warn(f"{out}: the file system does not support locks; make sure no other `dasv train` "
+                          f"writes to this directory at the same time")
+        yield lock
 
 
 def load_run_checkpoint(path: str | Path) -> dict:

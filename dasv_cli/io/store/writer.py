@@ -10,6 +10,7 @@ import numpy as np
 
 from dasv_cli.errors import DasvError, os_error_message
 from dasv_cli.io.atomic import GuardedFile, atomic_path
+from dasv_cli.io.store.integrity import CHECKSUM_ATTR, array_crc, checksums_attr
 from dasv_cli.io.store.layout import (
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_SHARD_FRAMES,
@@ -130,8 +131,8 @@ class ShardWriter:
 
     One writer per directory, or per part (`part`, whose shards carry it in their names), holding
     the matching StoreLock; or several in one run (worker processes) that number their shards apart
-    (`first_index`, `index_step`). A shard is written under a temporary name and finished (index written,
-    fsynced, renamed) when it reaches `shard_frames` or on `close()`; `abort()` drops the unfinished
+    (`first_index`, `index_step`). A shard is written under a temporary name and finished (index and
+    checksums written (io.store.integrity), fsynced, renamed) when it reaches `shard_frames` or on `close()`; `abort()` drops the unfinished
     shard. `attrs` go into every shard beside the store's own (which they cannot replace). Write failures (disk full, read-only) raise DasvError and drop only the unfinished shard.
 
     Frames are gathered in a buffer of BUFFER_CHUNKS whole chunks and written once it is full, so
@@ -170,6 +171,7 @@ class ShardWriter:
         self._stds: list[np.ndarray] = []
         self._written_frames = 0  # frames added to the shard in progress
         self._flushed = 0  # of which in the file; the rest in the buffer
+        self._feats_crc = 0  # CRC-32 of the frames written so far (io.store.integrity)
 
     def _io_error(self, exc: BaseException, path: Path | None) -> DasvError:
         if isinstance(exc, OSError):
@@ -216,6 +218,7 @@ class ShardWriter:
             if end > self._feats.shape[0]:
                 self._feats.resize(end, axis=0)
             self._feats[start:end] = self._buffer[:count]
+            self._feats_crc = array_crc(self._buffer[:count], self._feats_crc)
         except (OSError, RuntimeError, MemoryError) as exc:
             self._check_io()
             target = self._pending.final if self._pending is not None else None
@@ -267,12 +270,13 @@ class ShardWriter:
             if n > 1:
                 np.cumsum(lengths[:-1], out=offsets[1:])
             f.create_dataset("keys", data=np.array(self._keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("offsets", data=offsets)
-            f.create_dataset("lengths", data=lengths)
-            f.create_dataset("samples", data=np.asarray(self._samples, dtype=np.int64))
-            f.create_dataset("mean", data=np.stack(self._means).astype(np.float32))
-            f.create_dataset("std", data=np.stack(self._stds).astype(np.float32))
-            for name, value in {**self.attrs, **shard_attrs(self.recipe, self.dtype, n, int(lengths.sum()))}.items():
+            small = {"offsets": offsets, "lengths": lengths, "samples": np.asarray(self._samples, dtype=np.int64),
+                     "mean": np.stack(self._means).astype(np.float32), "std": np.stack(self._stds).astype(np.float32)}
+            for name, values in small.items():
+                f.create_dataset(name, data=values)
+            attrs = {**self.attrs, **shard_attrs(self.recipe, self.dtype, n, int(lengths.sum()))}
+            attrs[CHECKSUM_ATTR] = checksums_attr(self._feats_crc, self._keys, small)
+            for name, value in attrs.items():
                 f.attrs[name] = value
             f.close()
             self._file = None
