@@ -6,11 +6,14 @@ Reports samples/s (median of --runs timed runs of --steps steps each, after warm
   * an "original-style" baseline: the same network and weights, computed the way the original
     research code did it (MHA scores as the diagonal of a [B*T, H, H] product, head masks drawn
     with `random_` and written in place, the AM-Softmax margin matrix built on the CPU and copied
-    to the device each step, plain Adam), so the two can be compared on the same machine.
+    to the device each step, plain Adam), so the two can be compared on the same machine;
+  * embeddings/s (modes infer-*): the network in eval mode under inference_mode, forward only, on
+    batches of windows of --frames frames.
 
     python bench/model.py                        # CPU: the paper config (short) and a small config
     python bench/model.py --device cuda          # GPU: batch 64 x 350 frames, all modes + baseline
     python bench/model.py --device cuda --modes bf16-cl-compile --steps 20 --json
+    python bench/model.py --device cuda --configs paper,vgg3l --modes infer-fp32,infer-bf16-cl
 
 It also checks that torch.compile traces the pooling and the whole network without graph breaks
 (torch._dynamo.explain), and prints the load average, since the machine may be shared.
@@ -39,8 +42,11 @@ CONFIGS = {
     "paper": ModelConfig(),
     # a small network of the same shape: VGG4L K=128, 8 heads of 80, 1,000 speakers
     "small": ModelConfig(kernel_size=128, heads=8, num_speakers=1000),
+    # the other front-end: three VGG blocks (K=1024, so frames keep 10 bands each)
+    "vgg3l": ModelConfig(front_end="VGG3L"),
 }
-MODES = ("fp32", "bf16-cl", "bf16-cl-compile", "original-fp32")
+TRAIN_MODES = ("fp32", "bf16-cl", "bf16-cl-compile", "original-fp32")
+MODES = TRAIN_MODES + ("infer-fp32", "infer-bf16-cl")
 
 
 # ----------------------------------------------------------------------------- original-style baseline
@@ -116,8 +122,10 @@ class ModeRunner:
         torch.manual_seed(0)
         self.mode, self.device, self.batch = mode, device, batch
         self.original = mode.startswith("original")
-        self.bf16 = mode.startswith("bf16")
-        self.net = SpeakerNet(cfg.replace(numerics="original") if self.original else cfg).to(device).train()
+        self.infer = mode.startswith("infer")
+        self.bf16 = "bf16" in mode
+        self.net = SpeakerNet(cfg.replace(numerics="original") if self.original else cfg).to(device)
+        self.net.train(not self.infer)
         if self.bf16:
             self.net = self.net.to(memory_format=torch.channels_last)
         fused = device.type == "cuda" and not self.original
@@ -133,6 +141,9 @@ class ModeRunner:
         self.peak_gib = float("nan")
 
     def step(self, i: int) -> torch.Tensor:
+        if self.infer:  # one batch of embeddings: what `dasv embed` and validation run
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                return self.net(self.x).float().sum()
         if self.original:
             loss = original_style_loss(self.net, self.x, self.labels, i)
         else:
@@ -198,7 +209,7 @@ def graph_breaks(cfg: ModelConfig, device: torch.device) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    ap.add_argument("--configs", default=None, help="comma list of paper,small (default: cpu both, cuda paper)")
+    ap.add_argument("--configs", default=None, help="comma list of paper,small,vgg3l (default: cpu paper,small; cuda paper)")
     ap.add_argument("--modes", default=None, help=f"comma list of {','.join(MODES)} (default: cpu fp32,original-fp32; cuda all)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: cuda 64; cpu paper 2, small 16)")
     ap.add_argument("--frames", type=int, default=None, help="frames per example (default: cuda 350, cpu 200)")
@@ -208,6 +219,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed runs; the median is reported")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    ap.add_argument("--no-graph-breaks", action="store_true", help="skip the torch.compile graph-break check")
     args = ap.parse_args()
 
     device = torch.device(resolve_device(args.device))
@@ -218,6 +230,9 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     configs = (args.configs or ("paper" if gpu else "paper,small")).split(",")
     modes = (args.modes or (",".join(MODES) if gpu else "fp32,original-fp32")).split(",")
+    for c in configs:
+        if c not in CONFIGS:
+            raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     for m in modes:
         if m not in MODES:
             raise SystemExit(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
@@ -226,7 +241,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "load_average": os.getloadavg(),
-        "graph_breaks": graph_breaks(CONFIGS["paper"], device),
+        "graph_breaks": None if args.no_graph_breaks else graph_breaks(CONFIGS["paper"], device),
         "results": [],
     }
     if not args.json:

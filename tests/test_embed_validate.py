@@ -359,3 +359,25 @@ def test_embed_usage_errors(lab):
     assert r.code == 0 and "dasv embed --model best.pt --features feats/" in r.stdout
     r = run_inprocess("validate", "--help")
     assert r.code == 0 and "dasv validate --model best.pt" in r.stdout
+
+
+def test_embedding_turns_cudnn_autotuning_off_and_back(lab, monkeypatch):
+    """Training turns cuDNN autotuning on for its fixed windows; validation and embedding then see
+    hundreds of utterance lengths, each of which would be autotuned first: off while embedding."""
+    model, _ = engine.load_extractor(lab["model"])
+    seen = []
+    forward = model.forward
+
+    def spy(x):
+        seen.append(torch.backends.cudnn.benchmark)
+        return forward(x)
+
+    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    store = FeatureStore(lab["store"])
+    try:
+        engine.embed_store(model, store, lab["keys"][:3], progress=False)
+    finally:
+        store.close()
+    assert seen and not any(seen)
+    assert torch.backends.cudnn.benchmark is True  # as it was found

@@ -119,13 +119,19 @@ def _forward(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
     import torch
 
     was_training = bool(model.training)
+    autotune = torch.backends.cudnn.benchmark
     if was_training:
         model.eval()
+    # Whole utterances come in hundreds of lengths: with cuDNN autotuning on (training sets it for
+    # its fixed windows) every new length would first time each convolution's algorithms, which
+    # costs more than the batch itself. Off while embedding, as it was found afterwards.
+    torch.backends.cudnn.benchmark = False
     try:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
             return model(x).float().cpu().numpy()
     finally:
+        torch.backends.cudnn.benchmark = autotune
         if was_training:
             model.train()
 
