@@ -166,6 +166,8 @@ class ModelConfig:
         return cls(**d)
 
     def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with `changes`; K is carried over, so another front-end at its published size is
+        replace(front_end=..., kernel_size=None)."""
         return dataclasses.replace(self, **changes)
 
 

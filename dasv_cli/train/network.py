@@ -61,9 +61,10 @@ def train_step(net, compile_: bool):
 def model_summary(model) -> str:
     from dasv_cli.model import count_parameters
 
-    lines = [f"model: {model.cfg.front_end} K={model.cfg.kernel_size} -> {model.cfg.pooling}"
-             f" ({model.cfg.heads} heads) -> {model.cfg.embedding_size}-d embedding, "
-             f"{model.cfg.num_speakers} speakers, numerics={model.cfg.numerics}"]
+    cfg = model.cfg
+    heads = f" ({cfg.heads} heads)" if cfg.pooling in ("DoubleMHA", "MHA") else ""
+    lines = [f"model: {cfg.front_end} K={cfg.kernel_size} -> {cfg.pooling}{heads} -> {cfg.head} head, "
+             f"{cfg.embedding_size}-d embedding, {cfg.num_speakers} speakers, numerics={cfg.numerics}"]
     for name in ("front_end", "pooling", "pool_bn", "fc1", "bn1", "fc2", "bn2", "pre", "am_softmax"):
         part = getattr(model, name, None)
         if part is not None:
