@@ -135,6 +135,17 @@ def tiny_config(data: Path, out: Path, **over: object):
     return cfg
 
 
+class StopAt:
+    """Trainer mixin: behave like a Ctrl-C after update `stop_at` (last.pt is written, the run ends)."""
+
+    stop_at = 5
+
+    def _after_update(self, started):
+        if self.state.step == self.stop_at:
+            self.interrupts.count = 1
+        return super()._after_update(started)
+
+
 def read_metrics(out: Path) -> list[dict]:
     """The rows of a training run's OUT/metrics.jsonl."""
     import json

@@ -89,7 +89,7 @@ def test_config_validation_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown pooling"):
         ModelConfig(pooling="LDE")
     with pytest.raises(ValueError, match="unknown front-end"):
-        ModelConfig(front_end="ResNet34")
+        ModelConfig(front_end="ResNet50")
     with pytest.raises(ValueError, match="numerics"):
         ModelConfig(numerics="fast")
     with pytest.raises(ValueError, match="multiple of 8"):
@@ -261,7 +261,7 @@ def test_train_config_and_both_commands_derive_their_network_options_from_model_
         assert train_fields[name].metadata == declared[name].metadata, name
     changed = dict(front_end="VGG3L", kernel_size=8, pooling="MHA", heads=2, mask_prob=0.1, embedding_size=9,
                    scale=10.0, margin=0.2, annealing=True, numerics="paper", margin_type="aam", margin_warmup=5,
-                   init="kaiming")
+                   init="kaiming", head="linear")
     assert set(changed) == set(MODEL_FIELDS)
     built = ModelConfig.from_dict(model_config_dict(TrainConfig(**changed), num_speakers=3, n_mels=40))
     assert built == ModelConfig(**changed, num_speakers=3, n_mels=40)
@@ -272,7 +272,7 @@ def test_train_config_and_both_commands_derive_their_network_options_from_model_
         helps[command] = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich wraps in a box
     for f in options("shape", "training", "data"):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} [default: {f.default}]"
+        text = f.metadata["help"] + ("" if f.default is None else f" [default: {f.default}]")
         assert (flag in helps["train"] and text in helps["train"]) == (f.metadata["role"] != "data"), f.name
         assert (flag in helps["model"] and text in helps["model"]) == (f.metadata["role"] != "training"), f.name
 

@@ -288,7 +288,7 @@ def test_help_shows_an_example():
                  "--optimizer", "--learning-rate", "--weight-decay", "--batch-size", "--grad-accumulation",
                  "--window-seconds", "--max-steps", "--validate-every", "--seed", "--gpus", "--procs", "--resume"):
         assert flag in res.stdout, flag
-    assert "dasv train --train-labels" in res.stdout and "[default: 1024]" in res.stdout
+    assert "dasv train --train-labels" in res.stdout and "[default: 400]" in res.stdout
 
 
 def test_prepared_directory_trains_with_no_paths_and_resume_extends(data, tmp_path, monkeypatch, capsys):

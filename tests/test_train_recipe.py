@@ -16,7 +16,7 @@ from dasv_cli.model import AAMSoftmax, AMSoftmax, ModelConfig, SpeakerNet
 from dasv_cli.train.config import TrainConfig, resolve_config
 from dasv_cli.train.schedule import lr_at
 from dasv_cli.train.specaugment import FREQ_WIDTH, TIME_WIDTH, spec_augment
-from conftest import read_metrics, tiny_config  # tests/ is on sys.path
+from conftest import StopAt, read_metrics, tiny_config  # tests/ is on sys.path
 
 MODERN = dict(recipe="modern", max_steps=12)
 
@@ -181,17 +181,6 @@ def test_augmented_copies_join_with_the_clean_label_and_speed_copies_are_new_spe
 
 
 # ------------------------------------------------------------------------------------------ runs
-
-
-class StopAt:
-    """Mixin: behave like a Ctrl-C after update `stop_at` (last.pt is written, the run ends)."""
-
-    stop_at = 5
-
-    def _after_update(self, started):
-        if self.state.step == self.stop_at:
-            self.interrupts.count = 1
-        return super()._after_update(started)
 
 
 def test_modern_run_resumed_mid_run_equals_the_uninterrupted_one(augmented, tmp_path):

@@ -12,6 +12,8 @@ Examples:
   dasv model                      # the paper's network, 21.5 M parameters
   dasv model --pooling MHA --heads 16 --num-speakers 1211
   dasv model --front-end VGG3L --kernel-size 256 --json
+  dasv model --front-end ResNet34 --pooling Statistical --head linear --embedding-size 256
+  dasv model --front-end ECAPA --kernel-size 1024 --pooling ASTP --head bn-linear --embedding-size 192
   dasv model --from original.pt   # the network inside a checkpoint
 """
 
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
         **network: Any,
     ) -> None:
-        """Show a network's parameter counts (per part) and output sizes.
+        """Show a network's parameter counts (per part), output sizes and multiply-accumulates.
 
         Without options: the paper's Double MHA network. Options override single settings.
         """
@@ -53,7 +55,7 @@ def _print_table(summary: dict) -> None:
     title = f"{cfg['front_end']} K={cfg['kernel_size']} -> {cfg['pooling']}"
     if summary["head_size"]:
         title += f" ({cfg['heads']} heads of {summary['head_size']})"
-    title += f" -> {cfg['embedding_size']}-d embedding, numerics {cfg['numerics']}"
+    title += f" -> {cfg['head']} head, {cfg['embedding_size']}-d embedding, numerics {cfg['numerics']}"
     table = Table(title=title, title_justify="left")
     table.add_column("part")
     table.add_column("parameters", justify="right")
@@ -63,7 +65,7 @@ def _print_table(summary: dict) -> None:
         ("input", None, s["input"]),
         ("front_end", p["front_end"], s["front_end"]),
         ("pooling", p["pooling"], s["pooling"]),
-        ("embedding_block", p["embedding_block"], s["embedding"]),
+        ("embedding head", p["embedding_block"], s["embedding"]),
         ("classifier (AM-Softmax)", p["classifier"], s["logits"]),
     ]
     for name, count, size in rows:
@@ -71,4 +73,9 @@ def _print_table(summary: dict) -> None:
     table.add_row("total", f"{p['total']:,} ({p['total'] / 1e6:.2f} M)", "", end_section=True)
     table.add_row("embedding extractor", f"{p['embedding_extractor']:,}", "")
     console().print(table)
-    console().print(f"shortest input: {summary['min_frames']} frames")
+    macs, time = summary["macs"], summary["time"]
+    console().print(f"compute: {macs['per_second'] / 1e9:.3g} G multiply-accumulates (MACs) per second of input "
+                    f"(FLOPs = 2 x MACs; WeSpeaker's tables give MACs); {macs['input'] / 1e9:.3g} G for "
+                    f"{s['input'][0]} frames")
+    console().print(f"shortest input: {summary['min_frames']} frames; time stride {time['stride']}, receptive "
+                    f"field {time['receptive_field']} frames" + (", time-global (SE)" if time["global"] else ""))

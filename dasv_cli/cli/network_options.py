@@ -17,9 +17,10 @@ import typer
 def _parameter(f: Any, panel: str | None) -> inspect.Parameter:
     """One ModelConfig field as a keyword parameter whose default is its typer Option."""
     flag = "--" + f.name.replace("_", "-")
-    kind = type(f.default)
+    kind = f.metadata["type"]
     decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-    option = typer.Option(None, decl, help=f"{f.metadata['help']} \\[default: {f.default}]", rich_help_panel=panel)
+    default = "" if f.default is None else f" \\[default: {f.default}]"
+    option = typer.Option(None, decl, help=f"{f.metadata['help']}{default}", rich_help_panel=panel)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
 

@@ -19,8 +19,13 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-FRONT_ENDS = {"VGG3L": 3, "VGG4L": 4}  # name -> conv blocks
-POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical")
+from dasv_cli.model.geometry import DEFAULT_KERNEL_SIZE, FRONT_END_NAMES, VGG_BLOCKS, Geometry, geometry, halvings
+
+FRONT_ENDS = VGG_BLOCKS  # the VGG front-ends: name -> conv blocks (the original tool's networks)
+POOLINGS = ("DoubleMHA", "MHA", "Attention", "Statistical", "ASTP")
+# The embedding head after the pooling: the paper's two FC layers, or the one linear layer of the
+# ResNet/ECAPA baselines (WeSpeaker's ResNet: linear; its ECAPA: BatchNorm of the pooled vector, linear).
+HEADS = ("paper", "linear", "bn-linear")
 NUMERICS = ("paper", "original")
 # The original code's numerics are the default: on the real-speech benchmark (bench/train_real.py
 # --steps 400 / 1000) they reached a lower EER and minDCF at equal updates. The poolings use it too.
@@ -31,18 +36,14 @@ INITS = ("default", "kaiming")
 
 
 def front_end_blocks(name: str) -> int:
-    """Number of conv blocks of a named front-end (ValueError for an unknown name)."""
+    """Number of conv blocks of a named VGG front-end (ValueError for any other name)."""
     try:
         return FRONT_ENDS[name]
     except KeyError:
-        raise ValueError(f"unknown front-end {name!r}; choose one of {', '.join(FRONT_ENDS)}") from None
+        raise ValueError(f"{name!r} is not a VGG front-end; choose one of {', '.join(FRONT_ENDS)}") from None
 
 
-def output_frames(frames: int, blocks: int) -> int:
-    """Frames (or bands) left after `blocks` ceil-mode 2x pools."""
-    for _ in range(blocks):
-        frames = math.ceil(frames / 2)
-    return frames
+output_frames = halvings  # frames (or bands) left after `blocks` ceil-mode 2x pools
 
 
 def check_numerics(numerics: str) -> str:
@@ -52,20 +53,29 @@ def check_numerics(numerics: str) -> str:
     return numerics
 
 
-def _option(default: Any, help: str, role: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "role": role, "choices": choices})
+def _option(default: Any, help: str, role: str, choices: tuple[str, ...] | None = None, kind: type | None = None) -> Any:
+    """A field with its flag's metadata; `kind` is the value type where the default (None) does not say it."""
+    kind = kind if kind is not None else type(default)
+    return field(default=default, metadata={"help": help, "role": role, "choices": choices, "type": kind})
 
 
 @dataclass
 class ModelConfig:
     """Network hyper-parameters; the defaults are the paper's setup (with the original code's numerics)."""
 
-    front_end: str = _option("VGG4L", "VGG3L | VGG4L.", "shape", tuple(FRONT_ENDS))
-    kernel_size: int = _option(1024, "K, channels of the last conv block.", "shape")
-    pooling: str = _option("DoubleMHA", "DoubleMHA | MHA | Attention | Statistical.", "shape", POOLINGS)
+    front_end: str = _option("VGG4L", "VGG3L | VGG4L (the paper's) | ResNet34 (thin, basic blocks [3, 4, 6, 3]) | "
+                             "ECAPA (ECAPA-TDNN).", "shape", FRONT_END_NAMES)
+    kernel_size: int | None = _option(None, "K, channels of the last conv block: VGG K; ResNet34 8 x its base "
+                                      "channels; ECAPA C. Unset: the published size (VGG 1024, ResNet34 256, "
+                                      "ECAPA 512).", "shape", kind=int)
+    pooling: str = _option("DoubleMHA", "DoubleMHA | MHA | Attention | Statistical | ASTP (attentive statistics).",
+                           "shape", POOLINGS)
     heads: int = _option(32, "Attention heads.", "shape")
     mask_prob: float = _option(0.3, "Double MHA head-drop probability.", "training")
     embedding_size: int = _option(400, "Embedding dimension.", "shape")
+    head: str = _option("paper", "Embedding head: paper (FC + ReLU, FC + ReLU + BN) | linear (one linear layer, "
+                        "the ResNet baselines') | bn-linear (BN of the pooled vector, then linear: ECAPA's).",
+                        "shape", HEADS)
     n_mels: int = _option(80, "Log-mel bands.", "data")
     num_speakers: int = _option(5994, "Training speakers.", "data")  # VoxCeleb2 dev in the paper
     margin_type: str = _option("am", "am (AM-Softmax, cos - m) | aam (AAM-Softmax/ArcFace, cos(theta + m)).",
@@ -80,7 +90,12 @@ class ModelConfig:
     numerics: str = _option(DEFAULT_NUMERICS, "paper | original (the original code's numerics).", "shape", NUMERICS)
 
     def __post_init__(self) -> None:
-        front_end_blocks(self.front_end)
+        if self.front_end not in FRONT_END_NAMES:
+            raise ValueError(f"unknown front-end {self.front_end!r}; choose one of {', '.join(FRONT_END_NAMES)}")
+        if self.kernel_size is None:
+            self.kernel_size = DEFAULT_KERNEL_SIZE[self.front_end]
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
         check_numerics(self.numerics)
@@ -103,14 +118,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a number, got {value!r}")
             setattr(self, name, float(value))
         self.annealing = bool(self.annealing)
-        divisor = 2 ** (self.blocks - 1)
-        if self.kernel_size % divisor:
-            raise ValueError(f"kernel_size {self.kernel_size} must be a multiple of {divisor} for {self.front_end}")
+        geometry(self.front_end, self.kernel_size, self.n_mels)  # K suits the front-end
         if self.pooling in ("DoubleMHA", "MHA") and self.frame_size % self.heads:
-            raise ValueError(
-                f"{self.heads} heads do not divide the frame vector size {self.frame_size} "
-                f"(K={self.kernel_size} x {self.frame_size // self.kernel_size} bands)"
-            )
+            raise ValueError(f"{self.heads} heads do not divide the frame vector size {self.frame_size} ({self.front_end} "
+                             f"K={self.kernel_size})")
         if not 0.0 <= float(self.mask_prob) < 1.0:
             raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
         if not float(self.scale) > 0:
@@ -119,27 +130,28 @@ class ModelConfig:
             raise ValueError(f"an angular margin must be in [0, pi/2), got {self.margin}")
 
     @property
-    def blocks(self) -> int:
-        return FRONT_ENDS[self.front_end]
+    def geometry(self) -> Geometry:
+        """The front-end's sizes, time stride, receptive field (model/geometry.py)."""
+        return geometry(self.front_end, self.kernel_size, self.n_mels)
 
     @property
     def frame_size(self) -> int:
-        """D: size of the front-end's frame vectors, K x ceil(n_mels / 2^blocks)."""
-        return self.kernel_size * output_frames(self.n_mels, self.blocks)
+        """D: size of the front-end's frame vectors (VGG: K x ceil(n_mels / 2^blocks))."""
+        return self.geometry.frame_size
 
     @property
     def pooled_size(self) -> int:
         """Size of the pooling output."""
         if self.pooling == "DoubleMHA":
             return self.frame_size // self.heads
-        if self.pooling == "Statistical":
+        if self.pooling in ("Statistical", "ASTP"):
             return 2 * self.frame_size
         return self.frame_size
 
     @property
     def min_frames(self) -> int:
         """Shortest input (frames) the front-end accepts: one frame vector after all pools."""
-        return 2**self.blocks
+        return self.geometry.min_frames
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +166,8 @@ class ModelConfig:
         return cls(**d)
 
     def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with `changes`; K is carried over, so another front-end at its published size is
+        replace(front_end=..., kernel_size=None)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -165,5 +179,5 @@ def options(*roles: str) -> list[dataclasses.Field]:
     return [f for f in fields(ModelConfig) if f.metadata["role"] in roles]
 
 
-__all__ = ["ModelConfig", "FRONT_ENDS", "POOLINGS", "NUMERICS", "DEFAULT_NUMERICS", "MARGIN_TYPES", "INITS", "options",
+__all__ = ["ModelConfig", "FRONT_ENDS", "FRONT_END_NAMES", "DEFAULT_KERNEL_SIZE", "POOLINGS", "HEADS", "NUMERICS", "DEFAULT_NUMERICS", "MARGIN_TYPES", "INITS", "options",
            "front_end_blocks", "output_frames", "check_numerics"]

@@ -8,7 +8,9 @@ m=0.4, 5,994 VoxCeleb2 speakers): 21.5 M parameters.
 FC block, `numerics="paper"`:     e1 = BN1(ReLU(FC1(p)));  embedding = BN2(ReLU(FC2(e1)))
 FC block, `numerics="original"`:  e1 = ReLU(FC1(p));       embedding = BN2(ReLU(FC2(e1)))
 (the original code defines BN1 but never applies it; it also defines a third BatchNorm it never uses,
-which dasv leaves out). For training, `logits()` applies a linear layer then AM-Softmax (or AAM-Softmax,
+which dasv leaves out). The baselines' heads (`head`): "linear", embedding = FC(p) (WeSpeaker's
+ResNets); "bn-linear", embedding = FC(BN(p)) (ECAPA-TDNN's); with either the margin softmax takes
+the embedding itself (no `pre` layer), as theirs do. For training, `logits()` applies a linear layer then AM-Softmax (or AAM-Softmax,
 `margin_type="aam"`); `init="kaiming"` re-draws the conv and linear weights He-normal.
 The numerics also set the MHA score scaling and the head-drop rate (see pooling.py).
 """
@@ -21,14 +23,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dasv_cli.model.config import ModelConfig, output_frames
+from dasv_cli.model.config import ModelConfig
 from dasv_cli.model.frontends import build_front_end
 from dasv_cli.model.margin import build_margin
 from dasv_cli.model.pooling import build_pooling
 
 
 class SpeakerNet(nn.Module):
-    """front_end -> pooling -> fc1/bn1/fc2/bn2 (embedding); pre + am_softmax give training logits."""
+    """front_end -> pooling -> head (fc1/bn1/fc2/bn2, or [pool_bn] fc1) = embedding; [pre] + am_softmax
+    give training logits."""
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
@@ -36,12 +39,13 @@ class SpeakerNet(nn.Module):
         self.cfg = cfg
         self.front_end = build_front_end(cfg.front_end, cfg.kernel_size, cfg.n_mels)
         self.pooling = build_pooling(cfg.pooling, self.front_end.output_size, cfg.heads, cfg.mask_prob, cfg.numerics)
-        e = cfg.embedding_size
-        self.fc1 = nn.Linear(self.pooling.output_size, e)
-        self.bn1 = nn.BatchNorm1d(e) if cfg.numerics == "paper" else None
-        self.fc2 = nn.Linear(e, e)
-        self.bn2 = nn.BatchNorm1d(e)
-        self.pre = nn.Linear(e, e)
+        e, pooled, paper = cfg.embedding_size, self.pooling.output_size, cfg.head == "paper"
+        self.pool_bn = nn.BatchNorm1d(pooled) if cfg.head == "bn-linear" else None
+        self.fc1 = nn.Linear(pooled, e)
+        self.bn1 = nn.BatchNorm1d(e) if paper and cfg.numerics == "paper" else None
+        self.fc2 = nn.Linear(e, e) if paper else None
+        self.bn2 = nn.BatchNorm1d(e) if paper else None
+        self.pre = nn.Linear(e, e) if paper else None
         self.am_softmax = build_margin(cfg.margin_type, e, cfg.num_speakers, cfg.scale, cfg.margin, cfg.annealing,
                                        cfg.margin_warmup)
         if cfg.init == "kaiming":
@@ -49,7 +53,7 @@ class SpeakerNet(nn.Module):
 
     @property
     def min_frames(self) -> int:
-        """Shortest input in frames (16 for VGG4L, 8 for VGG3L)."""
+        """Shortest input in frames (16 for VGG4L, 8 for VGG3L and ResNet34, 1 for ECAPA)."""
         return self.front_end.min_frames
 
     @property
@@ -73,7 +77,9 @@ class SpeakerNet(nn.Module):
         return self.pooling(self.front_end(feats))
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """FC block: pooled vectors -> embeddings."""
+        """The head: pooled vectors -> embeddings."""
+        if self.fc2 is None:  # the baselines' one linear layer
+            return self.fc1(pooled if self.pool_bn is None else self.pool_bn(pooled))
         e1 = F.relu(self.fc1(pooled))
         if self.bn1 is not None:
             e1 = self.bn1(e1)
@@ -87,7 +93,7 @@ class SpeakerNet(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None, step: int | None = None
     ) -> torch.Tensor:
         """AM-Softmax logits [B, num_speakers] (float32); the margin applies when labels are given."""
-        return self.am_softmax(self.pre(embeddings), labels, step)
+        return self.am_softmax(embeddings if self.pre is None else self.pre(embeddings), labels, step)
 
 
 def kaiming_init(net: nn.Module) -> None:
@@ -104,8 +110,23 @@ def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
+def count_macs(cfg: ModelConfig, frames: int) -> int:
+    """Multiply-accumulates of one embedding (front-end, pooling, head; no classifier) for `frames`
+    input frames: torch.utils.flop_counter counts matrix products and convolutions (2 FLOPs per
+    MAC) on the meta device; elementwise work (BatchNorm, activations, softmax) is left out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = SpeakerNet(cfg).eval()
+        feats = torch.empty(1, frames, cfg.n_mels)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(feats)
+    return counter.get_total_flops() // 2
+
+
 def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
-    """Parameter counts per part and output sizes for `frames` input frames (built on the meta device)."""
+    """Parameter counts per part, output sizes and multiply-accumulates for `frames` input frames
+    (built on the meta device)."""
     if frames < cfg.min_frames:
         raise ValueError(f"{frames} frames is shorter than the {cfg.front_end} minimum of {cfg.min_frames}")
     with torch.device("meta"):
@@ -113,13 +134,15 @@ def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
     parts = {
         "front_end": count_parameters(net.front_end),
         "pooling": count_parameters(net.pooling),
-        "embedding_block": count_parameters(net.fc1)
+        "embedding_block": count_parameters(net.pool_bn)
+        + count_parameters(net.fc1)
         + count_parameters(net.bn1)
         + count_parameters(net.fc2)
         + count_parameters(net.bn2),
         "classifier": count_parameters(net.pre) + count_parameters(net.am_softmax),
     }
-    t_out = output_frames(frames, cfg.blocks)
+    t_out = cfg.geometry.output_frames(frames)
+    macs = count_macs(cfg, frames)
     return {
         "config": cfg.to_dict(),
         "parameters": {**parts, "total": sum(parts.values()), "embedding_extractor": sum(parts.values()) - parts["classifier"]},
@@ -131,8 +154,12 @@ def describe(cfg: ModelConfig, frames: int = 350) -> dict[str, Any]:
             "logits": [cfg.num_speakers],
         },
         "min_frames": cfg.min_frames,
+        "time": {"stride": cfg.geometry.time_stride, "receptive_field": cfg.geometry.receptive_field,
+                 "global": cfg.geometry.time_global},
+        # per second of input at the 10 ms hop; WeSpeaker's "FLOPs" (thop) are MACs
+        "macs": {"input": macs, "per_second": round(macs * 100 / frames)},
         "head_size": cfg.frame_size // cfg.heads if cfg.pooling in ("DoubleMHA", "MHA") else None,
     }
 
 
-__all__ = ["SpeakerNet", "kaiming_init", "count_parameters", "describe"]
+__all__ = ["SpeakerNet", "kaiming_init", "count_parameters", "count_macs", "describe"]

@@ -4,6 +4,9 @@
 - `AttentionPooling`: one learned query, softmax over frames, D_out = D.
 - `MultiHeadAttentionPooling` (MHA): D split into `heads` sub-vectors of size D/heads, one query per
   head, softmax over frames per head; the head contexts are concatenated, D_out = D.
+- `AttentiveStatisticsPooling` (ASTP, ECAPA-TDNN's): attention weights per frame and per channel,
+  computed from the frame and the utterance's mean and std (channel- and context-dependent), give a
+  weighted mean and a weighted std, D_out = 2 D.
 - `DoubleMHAPooling` (the paper's): MHA's head contexts c_h, then a second attention across heads
   (one query, softmax over heads) gives sum_h w_h c_h, D_out = D/heads. During training each head is
   dropped with a probability before that softmax, but never every head of an example.
@@ -63,6 +66,46 @@ class StatisticalPooling(nn.Module):
         mean = xf.mean(dim=1)
         var = (xf - mean.unsqueeze(1)).square().mean(dim=1)
         std = var.clamp_min(1e-10).sqrt()
+        return torch.cat((mean, std), dim=1).to(x.dtype)
+
+
+class AttentiveStatisticsPooling(nn.Module):
+    """ASTP as in the ECAPA-TDNN paper (Desplanques et al. 2020, eq. 7-9), [B, T, D] -> [B, 2D].
+
+    Scores e_t = W2 tanh(W1 [x_t; mean; std] + b1) + b2 (one per channel; mean and std of x over all
+    frames give the global context), weights a_t = softmax over t per channel, output the weighted
+    mean sum_t a_t x_t and std sqrt(sum_t a_t (x_t - mean_a)^2), floored at sqrt(1e-7). The
+    statistics and the softmax are computed in float32 (or float64).
+    """
+
+    def __init__(self, input_size: int, bottleneck: int = 128, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = 2 * input_size
+        self.eps = eps
+        self.hidden = nn.Linear(3 * input_size, bottleneck)
+        self.scores = nn.Linear(bottleneck, input_size)
+
+    @staticmethod
+    def _moments(x: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std over frames [B, D] (weighted by w [B, T, D] when given, else uniform)."""
+        mean = x.mean(dim=1) if w is None else (w * x).sum(dim=1)
+        dev = (x - mean.unsqueeze(1)).square()
+        var = dev.mean(dim=1) if w is None else (w * dev).sum(dim=1)
+        return mean, var.clamp_min(eps).sqrt()
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Weights [B, T, D] (float32, sum to 1 over T for each channel)."""
+        mean, std = self._moments(_fp32(x), None, self.eps)
+        t = x.shape[1]
+        context = torch.cat((x, mean.to(x.dtype).unsqueeze(1).expand(-1, t, -1),
+                             std.to(x.dtype).unsqueeze(1).expand(-1, t, -1)), dim=2)
+        scores = self.scores(torch.tanh(self.hidden(context)))
+        return torch.softmax(_fp32(scores), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = _fp32(x)
+        mean, std = self._moments(xf, self.attention(x).to(xf.dtype), self.eps)
         return torch.cat((mean, std), dim=1).to(x.dtype)
 
 
@@ -185,7 +228,7 @@ class DoubleMHAPooling(nn.Module):
 def build_pooling(
     name: str, input_size: int, heads: int = 32, mask_prob: float = 0.3, numerics: str = DEFAULT_NUMERICS
 ) -> nn.Module:
-    """A pooling by name: DoubleMHA, MHA, Attention or Statistical (each has .output_size)."""
+    """A pooling by name: DoubleMHA, MHA, Attention, Statistical or ASTP (each has .output_size)."""
     if name == "DoubleMHA":
         return DoubleMHAPooling(input_size, heads, mask_prob, numerics)
     if name == "MHA":
@@ -194,4 +237,6 @@ def build_pooling(
         return AttentionPooling(input_size)
     if name == "Statistical":
         return StatisticalPooling(input_size, numerics)
+    if name == "ASTP":
+        return AttentiveStatisticsPooling(input_size)
     raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")

@@ -107,6 +107,11 @@ class TrainConfig:
     procs: int = 0
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        # an unset K is the front-end's published size, so the resolved config (printed, stored) says it
+        if self.kernel_size is None:
+            self.kernel_size = model_config.DEFAULT_KERNEL_SIZE.get(self.front_end)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (stored in every checkpoint, printed at start)."""
         return dataclasses.asdict(self)
@@ -133,7 +138,7 @@ class TrainConfig:
             if value not in allowed:
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
         # network sizes (every integer network option) and counts must be positive
-        positive = [f.name for f in NETWORK_OPTIONS if f.type == "int" and f.name != "margin_warmup"]
+        positive = [f.name for f in NETWORK_OPTIONS if f.metadata["type"] is int and f.name != "margin_warmup"]
         positive += ["batch_size", "grad_accumulation", "max_epochs", "print_every", "validate_every",
                      "save_every", "max_nonfinite"]
         for name in positive:
@@ -215,7 +220,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise InputError(f"{where}: '{name}' must be true or false (got {value!r})")
         return value
-    if kind == "int":
+    if kind in ("int", "int|None"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"{where}: '{name}' must be an integer (got {value!r})")
         return value

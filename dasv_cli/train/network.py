@@ -61,10 +61,11 @@ def train_step(net, compile_: bool):
 def model_summary(model) -> str:
     from dasv_cli.model import count_parameters
 
-    lines = [f"model: {model.cfg.front_end} K={model.cfg.kernel_size} -> {model.cfg.pooling}"
-             f" ({model.cfg.heads} heads) -> {model.cfg.embedding_size}-d embedding, "
-             f"{model.cfg.num_speakers} speakers, numerics={model.cfg.numerics}"]
-    for name in ("front_end", "pooling", "fc1", "bn1", "fc2", "bn2", "pre", "am_softmax"):
+    cfg = model.cfg
+    heads = f" ({cfg.heads} heads)" if cfg.pooling in ("DoubleMHA", "MHA") else ""
+    lines = [f"model: {cfg.front_end} K={cfg.kernel_size} -> {cfg.pooling}{heads} -> {cfg.head} head, "
+             f"{cfg.embedding_size}-d embedding, {cfg.num_speakers} speakers, numerics={cfg.numerics}"]
+    for name in ("front_end", "pooling", "pool_bn", "fc1", "bn1", "fc2", "bn2", "pre", "am_softmax"):
         part = getattr(model, name, None)
         if part is not None:
             lines.append(f"  {name:<11} {count_parameters(part):>12,d} parameters")
@@ -97,11 +98,15 @@ def checkpoint_network(path: Path) -> dict[str, Any]:
 
 
 def network_summary(overrides: dict[str, Any], source: Path | None = None, frames: int = 350) -> dict[str, Any]:
-    """Parameter counts and sizes of the paper's network (or `source`'s) with `overrides` applied."""
+    """Parameter counts and sizes of the paper's network (or `source`'s) with `overrides` applied.
+    Another front-end without a kernel size takes that front-end's published size."""
     from dasv_cli.model import describe
 
-    base = ModelConfig().to_dict() if source is None else checkpoint_network(source)
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    base = {} if source is None else checkpoint_network(source)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("front_end", base.get("front_end")) != base.get("front_end"):
+        base.pop("kernel_size", None)
+    base.update(given)
     try:
         return describe(ModelConfig.from_dict(base), frames=frames)
     except ValueError as exc:

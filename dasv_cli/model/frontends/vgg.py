@@ -13,9 +13,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dasv_cli.model.config import front_end_blocks, output_frames
+from dasv_cli.model.frontends.base import FrontEnd, flatten_frames
+from dasv_cli.model.geometry import vgg_geometry
 
-class VGGFrontEnd(nn.Module):
+
+class VGGFrontEnd(FrontEnd):
     """`blocks` VGG blocks over a one-channel (time x frequency) image of log-mel features.
 
     Submodules are called conv11, conv12, conv21, ... (block, position) so that the state dict reads
@@ -40,14 +42,9 @@ class VGGFrontEnd(nn.Module):
             c_in, c_out = channels[b], channels[b + 1]
             setattr(self, f"conv{b + 1}1", nn.Conv2d(c_in, c_out, 3, stride=1, padding=1))
             setattr(self, f"conv{b + 1}2", nn.Conv2d(c_out, c_out, 3, stride=1, padding=1))
-        self.out_bands = output_frames(n_mels, blocks)
-        self.output_size = kernel_size * self.out_bands
-        self.min_frames = 2**blocks
+        self.geometry = vgg_geometry(blocks, kernel_size, n_mels)
+        self.out_bands = self.geometry.frame_size // kernel_size
         self._conv_names = tuple((f"conv{b + 1}1", f"conv{b + 1}2") for b in range(blocks))
-
-    def output_frames(self, frames: int) -> int:
-        """Frame vectors produced for `frames` input frames."""
-        return output_frames(frames, self.blocks)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, T, n_mels] -> [B, ceil(T / 2^blocks), K * ceil(n_mels / 2^blocks)]."""
@@ -59,11 +56,7 @@ class VGGFrontEnd(nn.Module):
             x = F.relu(getattr(self, first)(x))
             x = F.relu(getattr(self, second)(x))
             x = F.max_pool2d(x, 2, stride=2, ceil_mode=True)
-        b, c, t, f = x.shape
-        # channel-major flattening per frame: [B, C, T', F'] -> [B, T', C * F']
-        return x.permute(0, 2, 1, 3).reshape(b, t, c * f)
+        return flatten_frames(x)
 
 
-def build_front_end(name: str, kernel_size: int = 1024, n_mels: int = 80) -> VGGFrontEnd:
-    """VGG3L or VGG4L with `kernel_size` output channels."""
-    return VGGFrontEnd(front_end_blocks(name), kernel_size, n_mels)
+__all__ = ["VGGFrontEnd"]
