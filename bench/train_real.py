@@ -89,10 +89,11 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     if "online" in data:  # waveforms augmented afresh replace the copies
         label = f"{recipe}+online-{args.online.replace(',', '+')}-p{args.augment_prob:g}"
         feats = data["online"]["feats"]
-        sets = {"augmented": False, "online_augment": args.online, "augment_prob": args.augment_prob,
-                "noise_store": str(data["online"]["noise"]), "rir_store": str(data["online"]["rirs"]), **sets}
     if sets:
         label += "".join(f" {k}={v}" for k, v in sets.items())
+    if "online" in data:
+        sets = {"augmented": False, "online_augment": args.online, "augment_prob": args.augment_prob,
+                "noise_store": str(data["online"]["noise"]), "rir_store": str(data["online"]["rirs"]), **sets}
     out = args.work / "runs" / f"{label}-seed{seed}-{args.steps}-{int(time.time())}"
     flags = dict(train_labels=str(data["labels"]), features=str(feats), valid_trials=str(data["trials"]),
                  recipe=recipe, kernel_size=args.kernel_size, heads=8, embedding_size=128, window_seconds=2.0,
