@@ -14,6 +14,12 @@ recipe and seed, all at the same number of updates; prints the EER and minDCF si
     python bench/train_real.py --steps 600 --recipes paper --seeds 1
     python bench/train_real.py --steps 600 --recipes modern --augment reverb,noise,music,babble,speed --copies 2
     python bench/train_real.py --steps 50 --seeds 1           # measure the rate first
+    python bench/train_real.py --steps 1500 --recipes modern --online reverb,noise,music,babble --no-augment
+
+`--online KINDS`: the runs train with `--online-augment KINDS` (each window augmented afresh) on a
+store that keeps the waveforms (`dasv features --keep-audio`), with waveform stores (`--audio-only`)
+of the generated noise/music (bench/real_data.write_sources) and of `--rirs` simulated RIRs, instead
+of the stored copies (the row is labelled RECIPE+online-KINDS).
 
 Each finished run is kept as OUT/results/RECIPE-seedS-STEPS-kK.json (RECIPE+AUGMENTATION for a
 recipe that trains on the copies), so runs can be done one at a time
@@ -77,11 +83,17 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     from dasv_cli.train.loop import train
 
     sets = parse_sets(args.set)
-    uses_copies = sets.get("augmented", True) is not False
+    uses_copies = sets.get("augmented", True) is not False and "online" not in data
     label = label_of(recipe, data.get("augmented") if uses_copies else None)
     feats = data["augmented"] if label != recipe else data["feats"]
+    if "online" in data:  # waveforms augmented afresh replace the copies
+        label = f"{recipe}+online-{args.online.replace(',', '+')}-p{args.augment_prob:g}"
+        feats = data["online"]["feats"]
     if sets:
         label += "".join(f" {k}={v}" for k, v in sets.items())
+    if "online" in data:
+        sets = {"augmented": False, "online_augment": args.online, "augment_prob": args.augment_prob,
+                "noise_store": str(data["online"]["noise"]), "rir_store": str(data["online"]["rirs"]), **sets}
     out = args.work / "runs" / f"{label}-seed{seed}-{args.steps}-{int(time.time())}"
     flags = dict(train_labels=str(data["labels"]), features=str(feats), valid_trials=str(data["trials"]),
                  recipe=recipe, kernel_size=args.kernel_size, heads=8, embedding_size=128, window_seconds=2.0,
@@ -107,6 +119,25 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
           f"minDCF(0.01) {last[2]:.3f}  minDCF(0.05) {last[3]:.3f}; curve {[(s, round(e, 2)) for s, e, *_ in curve]}",
           flush=True)
     return record
+
+
+def online_stores(work: Path, jobs: int, rirs: int, seed: int = 0) -> dict:
+    """--online: the training and test audio with waveforms kept, and waveform stores of the generated
+    noise/music and of `rirs` simulated RIRs (each cached in WORK: a rerun skips what is stored)."""
+    from bench.real_data import write_sources
+    from dasv_cli.augment.rirset import write_rirs
+    from dasv_cli.features.run import featurize
+
+    sources = write_sources(work / "sources")
+    rir_dir = work / f"rirs-{rirs}-seed{seed}"
+    write_rirs(rir_dir, rirs, seed=seed)
+    out = {"feats": work / "feats-audio", "noise": work / "noise-store", "rirs": work / f"rir-store-{rirs}"}
+    featurize(work / "audio.lst", out["feats"], jobs=jobs, progress=False, content="features+audio")
+    for name, root in (("noise", sources), ("rirs", rir_dir)):
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.wav"))
+        (work / f"{name}-store.lst").write_text("".join(f"{f}\n" for f in files))
+        featurize(work / f"{name}-store.lst", out[name], audio_dir=root, jobs=jobs, progress=False, content="audio")
+    return out
 
 
 def table(results: list[dict]) -> str:
@@ -141,6 +172,9 @@ def main() -> None:
     ap.add_argument("--rirs", type=int, default=200, help="simulated RIRs for reverb (`dasv rirs --count N`)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a training option (an ablation row): --set spec_augment=false")
+    ap.add_argument("--online", default=None, metavar="KINDS",
+                    help="train with --online-augment KINDS on waveform stores (see the docstring)")
+    ap.add_argument("--augment-prob", type=float, default=0.6, help="--augment-prob of the --online runs")
     args = ap.parse_args()
 
     import torch
@@ -154,6 +188,8 @@ def main() -> None:
     data = prepare(src / "librispeech-train-clean-5-lite", src / "librispeech-test-other-10x10", args.work, args.threads)
     if not args.no_augment:
         data["augmented"] = augment(data, args.work, args.augment, args.copies, jobs=args.threads, rirs=args.rirs)
+    if args.online:
+        data["online"] = online_stores(args.work, args.threads, args.rirs)
     results_dir = args.work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     os.system("uptime")

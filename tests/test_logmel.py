@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dasv_cli.dsp.logmel import LogMelConfig, logmel, mel_filterbank, normalise, utterance_stats
+from dasv_cli.dsp.logmel import LogMelConfig, logmel, logmel_batch, mel_filterbank, normalise, utterance_stats
 from dasv_cli.io.audio import load_audio
 
 TOL = 1e-3
@@ -108,6 +108,30 @@ def test_silence_hits_the_log_floor_and_torch_input_gives_torch():
     t = logmel(wave)
     assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
     np.testing.assert_array_equal(t.numpy(), logmel(wave.numpy()))
+
+
+def _batch_parity(waves: list[np.ndarray], samples: int) -> float:
+    """max |logmel_batch - logmel| over equal-length cuts of `waves` (cut at several offsets)."""
+    cuts = [w[o:o + samples] for w in waves for o in (0, 1234, 16000) if len(w) >= o + samples]
+    out = logmel_batch(torch.from_numpy(np.stack(cuts)))
+    assert out.shape == (len(cuts), LogMelConfig().num_frames(samples), 80) and out.dtype == torch.float32
+    return max(float(np.abs(out[i].numpy() - logmel(c)).max()) for i, c in enumerate(cuts))
+
+
+def test_torch_batch_equals_the_numpy_path_on_speech(demo_files, shared_data):
+    """The batched torch log-mel (online augmentation's) equals the stored features' NumPy recipe."""
+    demo = [load_audio(p) for p in demo_files]
+    real = [load_audio(p) for p in sorted((shared_data / "librispeech-train-clean-5-lite").rglob("*.flac"))[:12]]
+    worst = max(_batch_parity(demo, 32352), _batch_parity(real, 32352), _batch_parity(real, 16000 * 3 + 17))
+    assert worst <= TOL, f"max |torch batch - numpy| = {worst}"
+    # edges: one frame from 400..511 samples (zero-padded), silence at the floor, shapes refused
+    short = np.random.default_rng(3).standard_normal((2, 450)).astype(np.float32) * 0.1
+    np.testing.assert_allclose(logmel_batch(torch.from_numpy(short))[1].numpy(), logmel(short[1]), atol=TOL)
+    assert float(logmel_batch(torch.zeros(3, 4000)).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="too short"):
+        logmel_batch(torch.zeros(2, 399))
+    with pytest.raises(ValueError, match="batch"):
+        logmel_batch(torch.zeros(4000))
 
 
 def test_config_round_trip_and_unknown_keys():

@@ -66,7 +66,7 @@ def test_round_trip_with_rotation_windows_and_stats(tmp_path):
 def test_utterances_across_buffer_writes_and_shard_ends(tmp_path):
     """The writer gathers BUFFER_CHUNKS chunks before a write: utterances split across writes, a
     buffer written exactly full, shards ending mid-buffer, float16 conversion on the way."""
-    from dasv_cli.io.store.writer import BUFFER_CHUNKS
+    from dasv_cli.io.store.columns import BUFFER_CHUNKS
 
     size = BUFFER_CHUNKS * 2  # frames in the buffer with chunk_frames=2
     rng = np.random.default_rng(5)

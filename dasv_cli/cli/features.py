@@ -22,6 +22,10 @@ EPILOG = """\
 
   dasv features train.txt -o feats/ --augment reverb,babble --copies 2 --rir-dir rirs/  [dim]# rirs/ from `dasv rirs`[/dim]
 
+  dasv features train.txt -o feats/ --keep-audio  [dim]# + 16-bit PCM: `dasv train --online-augment`[/dim]
+
+  find musan/noise -name '*.wav' | dasv features - -o noise-store/ --audio-only  [dim]# a waveform store[/dim]
+
 [bold]Exit codes[/bold]: 0 done; 1 error; 2 usage; 3 done, but some inputs failed (DIR/failed.tsv).
 """
 
@@ -67,6 +71,12 @@ def features(
     musan_dir: Optional[Path] = typer.Option(None, "--musan-dir", metavar="DIR",
                                              help="MUSAN (noise/ music/ speech/) for noise and music.",
                                              show_default=False),
+    keep_audio: bool = typer.Option(False, "--keep-audio",
+                                    help="Also store each file's 16 kHz 16-bit PCM beside its features (for "
+                                         "`dasv train --online-augment`: ~115 MB per hour, as float32 features)."),
+    audio_only: bool = typer.Option(False, "--audio-only",
+                                    help="Store the 16-bit PCM only, no features: a waveform store of a noise, "
+                                         "music or RIR corpus (`dasv train --noise-store/--rir-store`)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines (warnings and errors still shown)."),
 ) -> None:
@@ -83,6 +93,10 @@ def features(
     music 5-15 dB SNR from MUSAN; babble: 3-7 other files of LIST at 13-20 dB; speed 0.9/1.1) are made
     from its waveform and stored beside it as KEY#KIND (KEY#KIND-N for copy N), seeded per key, so a
     rerun adds only the missing copies and stores the same numbers; `dasv train --augmented` uses them.
+
+    With --keep-audio each file's 16-bit PCM is stored beside its features (same keys and shards), so
+    training can augment every window afresh (`dasv train --online-augment`); --audio-only stores
+    the PCM alone, for noise, music and RIR corpora, so a noise window is one read, not a file open.
     """
     import json
     import sys
@@ -100,10 +114,13 @@ def features(
         raise UsageError(f"--dtype must be float32 or float16, got {dtype!r}")
     if augment is None and (rir_dir is not None or musan_dir is not None or copies != 1):
         raise UsageError("--rir-dir, --musan-dir and --copies go with --augment KINDS")
+    if keep_audio and audio_only:
+        raise UsageError("--audio-only already stores the waveforms (and no features); drop --keep-audio")
     options = AugmentOptions(augment, copies, rir_dir, musan_dir) if augment is not None else None
+    content = "audio" if audio_only else "features+audio" if keep_audio else "features"
     result = featurize(audio_list, output, audio_dir=audio_dir, jobs=jobs, dtype=dtype,
                        overwrite=overwrite, shard_frames=shard_frames, progress=not quiet,
-                       part=parse_part(part) if part is not None else None, augment=options)
+                       part=parse_part(part) if part is not None else None, augment=options, content=content)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     if result.exit_code:

@@ -31,7 +31,9 @@ def inspect(
                                 help="Read every shard whole and check its data against the checksum written with it; "
                                      "damaged shards are named and the exit code is 3."),
 ) -> None:
-    """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed inputs.
+    """Summarise a feature store on stdout: utterances, hours of audio, frames, shards, size, recipe, failed
+    inputs, and what an hour of speech costs: its 16-bit PCM (online augmentation), its features, each
+    offline copy, this store; and those at VoxCeleb2's 2,300 h.
 
     Augmented copies (`dasv features --augment`, keys KEY#KIND) are counted apart from the clean
     utterances, per kind.
@@ -90,12 +92,31 @@ def _summary_lines(info: dict) -> list[str]:
         *([f"made from   {_sources_line(info['augment'])}"] if info["augment"] else []),
         f"hours       {info['hours']:.3f}",
         f"frames      {info['frames']}",
-        f"shards      {info['shards']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']})",
+        f"shards      {info['shards']} ({info['bytes'] / 1e6:.1f} MB, {_content(info)})",
         *([f"parts       {_parts_line(info['parts'])}"] if info["parts"] else []),
         f"failed      {info['failed']}" + (f" (see {failed_lists})" if info["failed"] else ""),
         "recipe      " + ", ".join(f"{k}={v}" for k, v in info["recipe"].items()),
+        *_storage_lines(info["storage_per_hour"], info["dtype"]),
     ]
     return lines
+
+
+def _content(info: dict) -> str:
+    """`float32`, `float32 features + 16-bit PCM`, `16-bit PCM only`."""
+    return {"features": info["dtype"], "features+audio": f"{info['dtype']} features + 16-bit PCM",
+            "audio": "16-bit PCM only"}.get(info["content"], info["content"])
+
+
+def _storage_lines(s: dict, dtype: str) -> list[str]:
+    """Storage per hour of speech (PCM vs features vs offline copies), and at VoxCeleb2's scale."""
+    mb, gb, vox = 1e6, 1e9, s["voxceleb2"]
+    return [
+        f"per hour    PCM {s['pcm'] / mb:.0f} MB; features {s['features'] / mb:.0f} MB ({dtype}); each offline "
+        f"copy {s['offline_copy'] / mb:.0f} MB; this store {s['this_store'] / mb:.0f} MB",
+        f"VoxCeleb2   {s['voxceleb2_hours']:,} h: PCM {vox['pcm'] / gb:.0f} GB; features {vox['features'] / gb:.0f} GB; "
+        f"{vox['offline_copies']} offline copies {vox['copies'] / gb:.0f} GB ({vox['copies_float16'] / gb:.0f} GB "
+        f"in float16)",
+    ]
 
 
 def _sources_line(specs: list[dict]) -> str:

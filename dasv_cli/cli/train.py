@@ -22,6 +22,12 @@ EPILOG = """[bold]Examples[/bold]
       --max-steps 2000 --validate-every 200 --print-every 50 -o runs/small
   dasv train -o runs/small --resume
 
+  # online augmentation: waveforms kept beside the features, noise and RIRs as waveform stores
+  dasv features train.lst --keep-audio -o feats
+  find musan/noise musan/music -name '*.wav' | dasv features - --audio-only -o noise
+  dasv train --config paper.toml --online-augment reverb,noise,music,babble --augment-prob 0.6 \\
+      --noise-store noise --rir-store rirs-store
+
   # 2 GPUs with DDP (NCCL); or 4 CPU processes (gloo); or several nodes with torchrun
   dasv train --config paper.toml --gpus 2 --precision bf16
   dasv train --config paper.toml --procs 4
@@ -61,6 +67,10 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[str] = typer.Option(None, "--recipe", help="paper | modern: a preset under dasv.toml and the flags (modern: --augmented, --spec-augment, AAM-Softmax m=0.2 s=32 with margin warm-up, Kaiming init, LR warm-up + cosine decay)." + dflt("recipe"), rich_help_panel="Data"),
         init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new run (step 0) from this checkpoint's weights, e.g. large-margin fine-tuning of best.pt with longer windows; the classifier is re-drawn when the speakers differ.", rich_help_panel="Data"),
         augmented: Optional[bool] = typer.Option(None, "--augmented/--no-augmented", help="Also train on the stored augmented copies (KEY#KIND from `dasv features --augment`) of the labelled keys." + dflt("augmented"), rich_help_panel="Data"),
+        online_augment: Optional[str] = typer.Option(None, "--online-augment", metavar="KINDS", help="Augment every training window afresh from its waveform (a store made with `dasv features --keep-audio`): a comma list of reverb, noise, music, babble (or all); then the log-mel on the training device.", rich_help_panel="Data"),
+        augment_prob: Optional[float] = typer.Option(None, "--augment-prob", help="With --online-augment: the chance that a window gets one drawn kind." + dflt("augment_prob"), rich_help_panel="Data"),
+        noise_store: Optional[str] = typer.Option(None, "--noise-store", metavar="DIR", help="Waveform store of noises for noise/music (`dasv features LIST --audio-only`; keys under music/ are music).", rich_help_panel="Data"),
+        rir_store: Optional[str] = typer.Option(None, "--rir-store", metavar="DIR", help="Waveform store of room impulse responses for reverb (e.g. of `dasv rirs` output).", rich_help_panel="Data"),
         optimizer: Optional[str] = typer.Option(None, "--optimizer", help="Adam | SGD | RMSprop." + dflt("optimizer"), rich_help_panel="Optimisation"),
         learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Initial learning rate." + dflt("learning_rate"), rich_help_panel="Optimisation"),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay." + dflt("weight_decay"), rich_help_panel="Optimisation"),
@@ -108,6 +118,7 @@ def register(app: typer.Typer) -> None:
             train_labels=train_labels, features=features, valid_clients=valid_clients,
             valid_impostors=valid_impostors, valid_trials=valid_trials, valid_features=valid_features, out=out,
             init_from=init_from, recipe=recipe, augmented=augmented, spec_augment=spec_augment,
+            online_augment=online_augment, augment_prob=augment_prob, noise_store=noise_store, rir_store=rir_store,
             lr_schedule=lr_schedule, lr_warmup=lr_warmup, min_lr_ratio=min_lr_ratio,
             **network, optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
             batch_size=batch_size, grad_accumulation=grad_accumulation, window_seconds=window_seconds, max_minutes=max_minutes,

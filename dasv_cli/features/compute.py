@@ -20,11 +20,16 @@ from dasv_cli.errors import DasvError
 class FileFeatures:
     """What the store keeps for one file."""
 
-    feats: np.ndarray  # [frames, n_mels] in the requested dtype
-    mean: np.ndarray  # [n_mels] float32, over time, of the float32 features
-    std: np.ndarray  # [n_mels] float32 (ddof=0)
+    feats: np.ndarray | None  # [frames, n_mels] in the requested dtype (None in a waveform store)
+    mean: np.ndarray | None  # [n_mels] float32, over time, of the float32 features
+    std: np.ndarray | None  # [n_mels] float32 (ddof=0)
     samples: int  # at the recipe's rate
     source_rate: int  # the file's own rate (resampled when it differs from the recipe's)
+    audio: np.ndarray | None = None  # int16 [samples] PCM, for a store with waveforms (--keep-audio)
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.feats is None else int(self.feats.shape[0])
 
 
 @dataclass
@@ -48,12 +53,27 @@ class Failed:
 Outcome = Union[Computed, Failed]
 
 
-def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
+def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: str = "float32",
+                content: str = "features") -> FileFeatures:
     """The features of a decoded waveform (float32 mono at the recipe's rate): a file's, or an
-    augmented copy's made from it. ValueError for a waveform shorter than one window."""
+    augmented copy's made from it. ValueError for a waveform shorter than one window.
+
+    `content` (io.store.layout.CONTENTS): with the PCM kept ("features+audio") the features are
+    those of the 16-bit PCM stored beside them, so that the log-mel of a stored waveform window is
+    the stored features' window (for 16-bit sources, all that LibriSpeech and VoxCeleb hold, the
+    PCM is the file itself and the features do not change); "audio" keeps the PCM only (any length).
+    """
     from dasv_cli.dsp.logmel import logmel, utterance_stats
+    from dasv_cli.io.store.columns import pcm16
 
     n = len(wave)
+    if content != "features":
+        if n < 1:
+            raise ValueError("empty: no samples")
+        audio = pcm16(wave)
+        if content == "audio":
+            return FileFeatures(None, None, None, n, source_rate, audio)
+        wave = audio.astype(np.float32) / np.float32(32768.0)
     if n < cfg.min_samples:
         raise ValueError(
             f"too short: {1000 * n / cfg.sample_rate:.1f} ms, less than one "
@@ -63,10 +83,10 @@ def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: st
     mean, std = utterance_stats(feats)
     if dtype != "float32":
         feats = feats.astype(dtype)
-    return FileFeatures(feats, mean, std, n, source_rate)
+    return FileFeatures(feats, mean, std, n, source_rate, audio if content != "features" else None)
 
 
-def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
+def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32", content: str = "features") -> FileFeatures:
     """The features of one file.
 
     Raises AudioError for unusable audio and ValueError for audio shorter than one window.
@@ -74,7 +94,7 @@ def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32") -> FileFe
     from dasv_cli.io.audio import read_audio
 
     audio = read_audio(path, cfg.sample_rate)
-    return features_of(audio.wave, audio.source_rate, cfg, dtype)
+    return features_of(audio.wave, audio.source_rate, cfg, dtype, content)
 
 
 def guarded(key: str, path: str, compute: Callable[[], FileFeatures], kind: str = "") -> Outcome:
@@ -96,6 +116,7 @@ def guarded(key: str, path: str, compute: Callable[[], FileFeatures], kind: str 
         return Failed(key, path, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def compute_items(items: Sequence[tuple[str, str]], cfg: LogMelConfig, dtype: str) -> list[Outcome]:
+def compute_items(items: Sequence[tuple[str, str]], cfg: LogMelConfig, dtype: str,
+                  content: str = "features") -> list[Outcome]:
     """An Outcome for each (key, path): one bad file never stops the others."""
-    return [guarded(key, path, partial(compute_file, path, cfg, dtype)) for key, path in items]
+    return [guarded(key, path, partial(compute_file, path, cfg, dtype, content)) for key, path in items]

@@ -89,13 +89,22 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _stored_keys(out: Path, cfg: LogMelConfig, dtype: str) -> set[str]:
-    """Keys in the complete shards of `out`; a store with another recipe or dtype is refused."""
+CONTENT_FLAGS = {"features": "neither --keep-audio nor --audio-only", "features+audio": "--keep-audio",
+                 "audio": "--audio-only"}
+
+
+def _stored_keys(out: Path, cfg: LogMelConfig, dtype: str, content: str = "features") -> set[str]:
+    """Keys in the complete shards of `out`; a store with another recipe, dtype or content is refused."""
     stored: set[str] = set()
     recipe = cfg.to_dict()
     for shard in list_shards(out):
         keys, info = read_shard_header(shard)
-        if info["dtype"] != dtype:
+        if info["content"] != content:
+            raise UsageError(
+                f"{out}: {shard.name} holds {info['content']} (made with {CONTENT_FLAGS[info['content']]}); "
+                f"rerun with the same option, or --overwrite to replace the store, or choose another -o"
+            )
+        if info["dtype"] != dtype and content != "audio":
             raise UsageError(
                 f"{out}: already holds {info['dtype']} features ({shard.name}); rerun with "
                 f"--dtype {info['dtype']}, or --overwrite to replace them, or choose another -o"
@@ -138,6 +147,7 @@ def featurize(
     progress: bool = True,
     part: Part | None = None,
     augment: AugmentOptions | None = None,
+    content: str = "features",
 ) -> FeaturizeResult:
     """Compute and store the log-mel features of every file in `audio_list` (a path, `-`, or entries).
 
@@ -147,12 +157,19 @@ def featurize(
     `overwrite`: the existing store in `out_dir` (shards and failed lists) is removed first (not with
     `part`: one part would delete the others'). `augment`: store augmented copies of every file too
     (features.augmented; the sources are checked before anything is written). Raises DasvError for
-    problems that stop the run.
+    problems that stop the run. `content`: "features+audio" keeps each file's 16-bit PCM beside its
+    features (online augmentation reads waveform windows), "audio" stores the PCM only (a waveform
+    store of a noise or RIR corpus), under the same resume, part and failed-list rules.
     """
     from dasv_cli import progress as ui
 
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if content not in CONTENT_FLAGS:
+        raise UsageError(f"unknown store content {content!r}")
+    if augment is not None and content != "features":
+        raise UsageError("--augment stores copies; --keep-audio/--audio-only store waveforms for online "
+                         "augmentation (`dasv train --online-augment`): use one or the other")
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if audio_dir is not None and not Path(audio_dir).is_dir():
@@ -181,7 +198,7 @@ def featurize(
             clear_store(out)
             stored: set[str] = set()
         else:
-            stored = _stored_keys(out, cfg, dtype)
+            stored = _stored_keys(out, cfg, dtype, content)
             _verify_stored(out, part, progress)
         if job is not None and not overwrite:
             check_store(out, job)
@@ -200,7 +217,8 @@ def featurize(
         copies = f" (and {sum(len(w.copies) for w in todo)} augmented copies)" if job is not None else ""
         ui.log(f"{which}computing features for {len(todo)} files{copies} with {n_jobs} job{'s' if n_jobs > 1 else ''} "
                f"-> {out}")
-        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds, job)
+        _run(todo, out, cfg, dtype, n_jobs, shard_frames, result, progress and not ui.is_quiet(), lock.fds, job,
+             content)
         write_failed(out, result.failed, part)
         refresh_index(out)  # the first training open then reads DIR/.dasv-index.npz, not every shard
     finally:
@@ -218,14 +236,15 @@ def featurize(
 
 
 def _run(todo: list[Any], out: Path, cfg: LogMelConfig, dtype: str, jobs: int, shard_frames: int,
-         result: FeaturizeResult, show: bool, lock_fds: Sequence[int] = (), job: AugmentJob | None = None) -> None:
+         result: FeaturizeResult, show: bool, lock_fds: Sequence[int] = (), job: AugmentJob | None = None,
+         content: str = "features") -> None:
     """Compute `todo` ((key, path) pairs, or Work with `job`) and store it, counting into `result`;
     Ctrl-C keeps what was computed."""
     from rich.progress import TextColumn
 
     from dasv_cli import progress as ui
 
-    spec = StoreSpec(out, cfg, dtype, shard_frames, result.part, next_shard_index(out, result.part), job)
+    spec = StoreSpec(out, cfg, dtype, shard_frames, result.part, next_shard_index(out, result.part), job, content)
     # A handful of files runs in this process (no worker start-up: `dasv features` on one file starts fast)
     runner: InlineRun | WriterPool
     if jobs > 1 and len(todo) > INLINE_MAX_FILES:

@@ -67,17 +67,19 @@ class StoreSpec:
     part: Part | None
     first_index: int  # the first free shard number of the directory (or part)
     augment: AugmentJob | None = None  # with `--augment`: items are features.augmented.Work
+    content: str = "features"  # with the 16-bit PCM (--keep-audio), or the PCM only (--audio-only)
 
     def writer(self, offset: int = 0, step: int = 1) -> ShardWriter:
         attrs = {AUGMENT_ATTR: self.augment.attr} if self.augment is not None else None
         return ShardWriter(self.directory, self.cfg.to_dict(), dtype=self.dtype, shard_frames=self.shard_frames,
-                           first_index=self.first_index + offset, index_step=step, part=self.part, attrs=attrs)
+                           first_index=self.first_index + offset, index_step=step, part=self.part, attrs=attrs,
+                           content=self.content)
 
     def compute(self, item: Any) -> tuple[list[Outcome], int]:
         """(outcomes, utterances planned) of one item: a (key, path) pair, or a Work with --augment."""
         if self.augment is not None:
             return self.augment.compute(item, self.cfg, self.dtype), item.units
-        return compute_items([item], self.cfg, self.dtype), 1
+        return compute_items([item], self.cfg, self.dtype, self.content), 1
 
 
 def compute_and_store(items: Sequence[Any], indices: Sequence[int], spec: StoreSpec,
@@ -92,9 +94,9 @@ def compute_and_store(items: Sequence[Any], indices: Sequence[int], spec: StoreS
             share = 1 + (units - len(outcomes) if n == len(outcomes) else 0)
             if isinstance(outcome, Computed):
                 f = outcome.features
-                writer.add(outcome.key, f.feats, f.mean, f.std, f.samples)
+                writer.add(outcome.key, f.feats, f.mean, f.std, f.samples, f.audio)
                 resampled = f.source_rate != spec.cfg.sample_rate and not outcome.kind
-                yield Stored(i, int(f.feats.shape[0]), int(f.samples), resampled, outcome.kind, share)
+                yield Stored(i, f.frames, int(f.samples), resampled, outcome.kind, share)
             else:
                 yield Lost(i, outcome.path, outcome.reason, share)
 

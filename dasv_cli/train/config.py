@@ -77,6 +77,10 @@ class TrainConfig:
     norm: str = "cmn"
     augmented: bool = False  # also draw from the stored augmented copies (KEY#KIND) of the training keys
     spec_augment: bool = False  # SpecAugment time and frequency masks on every training batch
+    online_augment: str | None = None  # "reverb,noise,music,babble": each batch augmented from waveform windows
+    augment_prob: float = 0.6  # with online_augment: the chance that a window is augmented (one drawn kind)
+    noise_store: str | None = None  # waveform store (dasv features --audio-only) of noise (and music/ keys)
+    rir_store: str | None = None  # waveform store of room impulse responses
     # optimisation
     optimizer: str = "Adam"
     learning_rate: float = 1e-4
@@ -151,6 +155,14 @@ class TrainConfig:
             raise UsageError(f"--early-stopping must be -1 (never) or a count (got {self.early_stopping})")
         if not 0.0 <= self.mask_prob < 1.0:
             raise UsageError(f"--mask-prob must be in [0, 1) (got {self.mask_prob})")
+        if not 0.0 <= self.augment_prob <= 1.0:
+            raise UsageError(f"--augment-prob must be in [0, 1] (got {self.augment_prob})")
+        if self.online_augment:
+            from dasv_cli.augment.online import parse_kinds
+
+            parse_kinds(self.online_augment)
+        elif self.noise_store or self.rir_store:
+            raise UsageError("--noise-store and --rir-store go with --online-augment KINDS")
         if self.max_minutes < 0:
             raise UsageError(f"--max-minutes must not be negative (got {self.max_minutes})")
         if self.window_seconds <= 0:

@@ -35,6 +35,7 @@ class TrainData:
     store: Any = None  # the training FeatureStore: its index built once per run, handles closed
     rows: np.ndarray | None = None  # int64 store row of each key
     valid: Any = None  # the validation FeatureStore (the training one when they are the same path)
+    sources: Any = None  # augment.online.SourceStores with --online-augment (noise, music, RIR pools)
 
 
 def _first(items: list[str], n: int = 3) -> str:
@@ -77,8 +78,16 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
             raise InputError(f"{cfg.features}: {len(empty)} training utterances have no frames (first: {_first(empty)})")
         recipe = plain(dict(store.recipe))
         n_mels = int(recipe.get("n_mels", 80))
+        if cfg.online_augment and not store.has_audio:
+            raise InputError(f"{cfg.features}: holds no waveforms, which --online-augment reads; recompute the "
+                             f"store with `dasv features LIST --keep-audio -o DIR`")
     finally:
         store.close()
+    sources = None
+    if cfg.online_augment:
+        from dasv_cli.train.online import open_sources
+
+        sources = open_sources(cfg, recipe)
     if len(labels.keys) < cfg.batch_size * world:
         raise UsageError(
             f"{cfg.train_labels}: {len(labels.keys)} training utterances cannot fill one batch of "
@@ -87,7 +96,7 @@ def prepare_data(cfg: TrainConfig, world: int = 1) -> TrainData:
     trials, valid_store, valid = _validation_inputs(cfg, recipe, store) if cfg.has_validation else (None, None, None)
     return TrainData(keys=labels.keys, labels=labels.labels, speakers=labels.names,
                      num_speakers=labels.num_classes, lengths=lengths, recipe=recipe, n_mels=n_mels,
-                     trials=trials, valid_store=valid_store, store=store, rows=rows, valid=valid)
+                     trials=trials, valid_store=valid_store, store=store, rows=rows, valid=valid, sources=sources)
 
 
 def _same_dir(a: str, b: str) -> bool:

@@ -56,13 +56,15 @@ class BatchRing:
         self._next += 1
         return self._feats[info.id, slot, :n].view(shape), (info.id, slot)
 
-    def take(self, batch: RingBatch, pin_memory: bool = False) -> tuple[Any, Any]:
-        """(feats, labels) of a batch left in the ring, copied out of it (in the main process)."""
+    def take(self, batch: RingBatch, pin_memory: bool = False) -> tuple[Any, ...]:
+        """(feats, labels) of a batch left in the ring, copied out of it (in the main process); a
+        waveform batch (--online-augment) also brings its train.online.WaveInfo."""
         import torch
 
         feats = torch.empty(batch.shape, dtype=torch.float32, pin_memory=pin_memory)
         feats.copy_(self._feats[batch.worker, batch.slot, :math.prod(batch.shape)].view(batch.shape))
-        return feats, torch.from_numpy(batch.labels)
+        labels = torch.from_numpy(batch.labels)
+        return (feats, labels) if batch.info is None else (feats, labels, batch.info)
 
 
 @functools.cache
@@ -104,8 +106,7 @@ def make_loader(dataset: WindowDataset, sampler: WindowBatchSampler, workers: in
         kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH, worker_init_fn=WorkerInit(seed, rank),
                       timeout=LOADER_TIMEOUT_S)
         if multiprocessing.get_start_method() == "fork":  # the workers inherit the mapping
-            n_mels = dataset.store().n_mels
-            ring = BatchRing(workers, PREFETCH + 1, sampler.batch_size * sampler.window_frames * n_mels)
+            ring = BatchRing(workers, PREFETCH + 1, dataset.batch_elements(sampler.batch_size, sampler.window_frames))
     dataset.ring = ring
     loader = _loader_class()(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_windows,
                              pin_memory=pin_memory and ring is None, generator=generator, **kwargs)

@@ -87,7 +87,12 @@ class Trainer:
         self.step_module = data_parallel(train_step(self.model, cfg.compile), ctx)
         self._build_loader()
         self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
-        self.updates = GuardedUpdates(cfg, ctx, self.model, self.optimizer, self.state, self.out, self._fault)
+        online = None
+        if cfg.online_augment:
+            from dasv_cli.train.online import OnlineFeatures
+
+            online = OnlineFeatures(cfg, self.data.sources, self.data.recipe, ctx.rank)
+        self.updates = GuardedUpdates(cfg, ctx, self.model, self.optimizer, self.state, self.out, self._fault, online)
 
     def _build_loader(self) -> None:
         from dasv_cli.train.loader import make_loader
@@ -95,7 +100,7 @@ class Trainer:
 
         cfg, ctx = self.cfg, self.ctx
         self.dataset = WindowDataset(cfg.features, self.data.keys, self.data.labels, self.data.lengths, cfg.norm,
-                                     store=self.data.store, rows=self.data.rows)
+                                     store=self.data.store, rows=self.data.rows, waveform=bool(cfg.online_augment))
         self.sampler = WindowBatchSampler(self.data.lengths, cfg.batch_size, cfg.window_frames, cfg.seed,
                                           ctx.rank, ctx.world, cfg.random_slicing)
         self.loader = make_loader(self.dataset, self.sampler, cfg.workers, cfg.seed, ctx.rank,
@@ -213,8 +218,8 @@ class Trainer:
     def _epoch(self, started: float) -> str | None:
         """The (rest of the) current epoch; the reason to stop, or None when the epoch ran out."""
         self.sampler.set_epoch(self.state.epoch, skip=self.state.epoch_batch)
-        for feats, labels in self.loader:
-            if self.updates.feed(self.compute_logits, feats, labels, self.window):
+        for feats, labels, *info in self.loader:  # info: a waveform batch's WaveInfo (--online-augment)
+            if self.updates.feed(self.compute_logits, feats, labels, self.window, *info):
                 reason = self._after_update(started)
                 if reason is not None:
                     return reason

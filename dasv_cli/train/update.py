@@ -49,8 +49,9 @@ class GuardedUpdates:
     """Feeds micro-batches to the model; every `grad_accumulation` of them make one update."""
 
     def __init__(self, cfg: TrainConfig, ctx: RunContext, model, optimizer, state: RunState, out: Path,
-                 fault: tuple[str, int, int] | None = None) -> None:
+                 fault: tuple[str, int, int] | None = None, online: Callable | None = None) -> None:
         self.cfg, self.ctx, self.model, self.optimizer, self.state = cfg, ctx, model, optimizer, state
+        self.online = online  # train.online.OnlineFeatures with --online-augment: waveforms in, features out
         self.out = out
         self.fault = fault
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -69,14 +70,18 @@ class GuardedUpdates:
             plain_logits = self.model.am_softmax.margin_free(logits, labels, self.state.step)
             return (plain_logits.argmax(dim=1) == labels).sum().float()
 
-    def feed(self, logits_of: Callable, feats, labels, window: Window) -> bool:
+    def feed(self, logits_of: Callable, feats, labels, window: Window, info=None) -> bool:
         """Forward and backward one batch (`logits_of(feats, labels)`), unless its loss is non-finite
-        on any rank. True when the batch completed an update."""
+        on any rank. True when the batch completed an update. With online augmentation `feats` are
+        waveform windows (and `info` their train.online.WaveInfo): augmented and featurised here, on
+        the device, keyed by (seed, rank, step, micro-batch) as SpecAugment is."""
         import torch
 
         ctx, st, accum = self.ctx, self.state, self.cfg.grad_accumulation
         feats = feats.to(ctx.device, non_blocking=True)
         labels = labels.to(ctx.device, non_blocking=True)
+        if self.online is not None:
+            feats = self.online(feats, info, st.step, self.in_group)
         if self.fault == ("nan", ctx.rank, st.step) and self.in_group == 0:
             feats = torch.full_like(feats, float("nan"))
         if self.cfg.spec_augment:

@@ -128,7 +128,8 @@ class WindowDataset:
     """
 
     def __init__(self, store_path: str, keys: Sequence[str], labels: Sequence[int],
-                 lengths: Sequence[int], norm: str = "cmn", store=None, rows: np.ndarray | None = None) -> None:
+                 lengths: Sequence[int], norm: str = "cmn", store=None, rows: np.ndarray | None = None,
+                 waveform: bool = False) -> None:
         self.store_path = str(store_path)
         self.keys = keys if isinstance(keys, list) else list(keys)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -137,6 +138,15 @@ class WindowDataset:
         self._store = store
         self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.ring: Any = None  # train.loader.BatchRing: the loader's shared slots, set before its workers fork
+        self.waveform = waveform  # --online-augment: batches of PCM windows (train.online), not features
+
+    def batch_elements(self, batch: int, frames: int) -> int:
+        """float32 values of a batch of `frames`-frame windows (features, or their waveforms)."""
+        if self.waveform:
+            from dasv_cli.train.online import window_samples
+
+            return batch * window_samples(frames, self.store().recipe)
+        return batch * frames * self.store().n_mels
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -190,6 +200,8 @@ class WindowDataset:
             raise ValueError(f"a batch holds windows of one length, got {sorted(frames)}")
         store = self.store()
         rows = self.rows()[index]
+        if self.waveform:
+            return self._waveforms(store, rows, starts, frames.pop(), self.labels[index])
         raw = store.read_windows(rows, starts, frames.pop())
         claimed = self.ring.claim(raw.shape) if self.ring is not None else None
         feats = claimed[0] if claimed is not None else batch_tensor(raw.shape)
@@ -201,6 +213,25 @@ class WindowDataset:
         if claimed is not None:
             return RingBatch(*claimed[1], tuple(raw.shape), self.labels[index])
         return WindowBatch(feats, torch.from_numpy(self.labels[index]))
+
+    def _waveforms(self, store, rows: np.ndarray, starts: np.ndarray, frames: int, labels: np.ndarray):
+        """The batch's PCM windows (float32 in [-1, 1)), with each row's frames and stored statistics."""
+        import torch
+
+        from dasv_cli.train.online import WaveInfo, window_samples
+
+        hop = int(store.recipe.get("hop_length", 160))
+        samples = window_samples(frames, store.recipe)
+        pcm = store.read_audio_windows(rows, np.minimum(starts, np.maximum(store.row_lengths(rows) - frames, 0)) * hop,
+                                       samples)
+        mean, std = store.read_stats(rows, std=self.norm == "cmvn")
+        info = WaveInfo(np.minimum(store.row_lengths(rows), frames), mean, std)
+        claimed = self.ring.claim(pcm.shape) if self.ring is not None else None
+        waves = claimed[0] if claimed is not None else batch_tensor(pcm.shape)
+        torch.mul(torch.from_numpy(pcm), 1.0 / 32768.0, out=waves)
+        if claimed is not None:
+            return RingBatch(*claimed[1], tuple(pcm.shape), labels, info)
+        return WindowBatch(waves, torch.from_numpy(labels), info)
 
     def close(self) -> None:
         if self._store is not None:
@@ -225,6 +256,7 @@ class WindowBatch:
 
     feats: Any
     labels: Any
+    info: Any = None  # train.online.WaveInfo of a waveform batch
 
 
 @dataclass
@@ -236,6 +268,7 @@ class RingBatch:
     slot: int
     shape: tuple[int, ...]
     labels: np.ndarray  # int64 [B]
+    info: Any = None  # train.online.WaveInfo of a waveform batch
 
 
 def collate_windows(items: "list[tuple[np.ndarray, int]] | WindowBatch | RingBatch"):
@@ -246,7 +279,7 @@ def collate_windows(items: "list[tuple[np.ndarray, int]] | WindowBatch | RingBat
     if isinstance(items, RingBatch):
         return items
     if isinstance(items, WindowBatch):
-        return items.feats, items.labels
+        return (items.feats, items.labels) if items.info is None else (items.feats, items.labels, items.info)
     feats = torch.from_numpy(np.stack([x for x, _ in items]))
     labels = torch.as_tensor([y for _, y in items], dtype=torch.int64)
     return feats, labels

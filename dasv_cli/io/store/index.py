@@ -25,10 +25,19 @@ import numpy as np
 
 from dasv_cli.errors import DasvError, InputError
 from dasv_cli.io.atomic import atomic_path
-from dasv_cli.io.store.layout import REQUIRED, STORE_FORMAT, STORE_FORMAT_VERSION, check_shard, list_shards, open_shard
+from dasv_cli.io.store.layout import (
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    check_shard,
+    list_shards,
+    open_shard,
+    required,
+    shard_content,
+)
+from dasv_cli.io.store.rawlayout import RawColumn, blocks, raw_layout
 
 INDEX_NAME = ".dasv-index.npz"
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 
 
 @dataclass
@@ -45,6 +54,11 @@ class ShardPart:
     chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their byte offsets
     stats_at: tuple[int, int] = (-1, -1)  # byte offsets of the contiguous mean and std, or -1
     recipe_raw: Any = None  # the shard's `recipe` attr as stored (for _check)
+    content: str = "features"  # layout.CONTENTS
+    audio_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [n] or [] without audio
+    audio_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [n] samples
+    audio_rows: int = 0  # samples per `audio` chunk when pread-able, else 0
+    audio_chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _signature(path: Path) -> tuple[int, int]:
@@ -58,67 +72,10 @@ def _check(f: Any, path: Path, like: ShardPart | None) -> dict[str, Any]:
     attrs is a third of reading a small shard's index)."""
     attrs = f.attrs
     if like is not None and attrs.get("format") == STORE_FORMAT and attrs.get("recipe") == like.recipe_raw \
-            and int(attrs.get("format_version", -1)) == STORE_FORMAT_VERSION and all(n in f for n in REQUIRED):
-        return {"recipe": None, "dtype": str(attrs["dtype"])}
+            and int(attrs.get("format_version", -1)) == STORE_FORMAT_VERSION and shard_content(attrs) == like.content \
+            and all(n in f for n in required(like.content)):
+        return {"recipe": None, "dtype": str(attrs["dtype"]), "content": like.content}
     return check_shard(f, path)
-
-
-def _blocks(ds: Any, expect: str) -> tuple[int, np.ndarray]:
-    """(rows per block, byte offset of each block in row order) of a dataset whose values lie in
-    the file as plain little-endian blocks (contiguous: one block; chunked without filters: its
-    chunks, wherever HDF5 placed them); (0, []) when HDF5 must read it."""
-    import h5py
-
-    none = (0, np.zeros(0, dtype=np.int64))
-    dsid = ds.id
-    plist = dsid.get_create_plist()
-    if ds.dtype.str != expect or plist.get_nfilters() != 0 or ds.size == 0:
-        return none
-    layout = plist.get_layout()
-    if layout == h5py.h5d.CONTIGUOUS:
-        offset = dsid.get_offset()
-        return none if offset is None else (int(ds.shape[0]), np.array([offset], dtype=np.int64))
-    if layout != h5py.h5d.CHUNKED or ds.chunks[1:] != ds.shape[1:] or not hasattr(dsid, "chunk_iter"):
-        return none
-    rows = int(ds.chunks[0])
-    chunk_bytes = rows * int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
-    n = -(-ds.shape[0] // rows)
-    offsets = np.full(n, -1, dtype=np.int64)
-
-    def visit(info: Any) -> None:
-        i = info.chunk_offset[0] // rows
-        if info.size == chunk_bytes and i < n:
-            offsets[i] = info.byte_offset
-
-    dsid.chunk_iter(visit)
-    return none if (offsets < 0).any() else (rows, offsets)
-
-
-def raw_layout(f: Any, dtype: str) -> tuple[int, np.ndarray, int, int]:
-    """Where feats, mean and std lie in a shard, so the reader can pread them without HDF5:
-    (feats rows per chunk or 0, feats chunk offsets, mean offset or -1, std offset or -1)."""
-    if sys.byteorder != "little":
-        return 0, np.zeros(0, dtype=np.int64), -1, -1
-    rows, chunks = _blocks(f["feats"], "<f2" if dtype == "float16" else "<f4")
-    mean, std = (_blocks(f[name], "<f4") for name in ("mean", "std"))
-    first = [int(b[1][0]) if b[0] == f[name].shape[0] else -1 for b, name in ((mean, "mean"), (std, "std"))]
-    return rows, chunks, first[0], first[1]
-
-
-def run_ends(chunks: np.ndarray, chunk_start: np.ndarray, chunk_rows: np.ndarray, row_bytes: int) -> np.ndarray:
-    """Per chunk (in `chunks` order): the feats row where the run of chunks lying back to back in the
-    file from it on ends, so rows [a, b) of a shard starting in chunk c are one pread when
-    b <= run_end[c] (ShardWriter's chunks mostly follow each other; a window rarely crosses a gap)."""
-    n = chunks.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    shard = np.repeat(np.arange(chunk_start.size - 1), np.diff(chunk_start))
-    per = chunk_rows[shard]
-    follows = np.zeros(n, dtype=bool)
-    follows[:-1] = (shard[1:] == shard[:-1]) & (chunks[1:] == chunks[:-1] + per[:-1] * row_bytes)
-    last = np.where(follows, n, np.arange(n))  # the chunks that end a run are their own last
-    last = np.minimum.accumulate(last[::-1])[::-1]
-    return (last - chunk_start[shard] + 1) * per
 
 
 def read_part(path: Path, like: ShardPart | None = None) -> ShardPart:
@@ -128,16 +85,24 @@ def read_part(path: Path, like: ShardPart | None = None) -> ShardPart:
         info = _check(f, path, like)
         raw = f.attrs["recipe"]
         keys = np.asarray(f["keys"][()], dtype=object)
+        n = keys.size
+        samples = np.asarray(f["samples"][()], dtype=np.int64) if "samples" in f else np.zeros(n, np.int64)
+        features = info["content"] != "audio"
         part = ShardPart(
             keys=np.array([k if isinstance(k, bytes) else str(k).encode("utf-8") for k in keys], dtype=object),
-            offsets=np.asarray(f["offsets"][()], dtype=np.int64),
-            lengths=np.asarray(f["lengths"][()], dtype=np.int64),
-            samples=int(np.asarray(f["samples"][()], dtype=np.int64).sum()) if "samples" in f else 0,
+            offsets=np.asarray(f["offsets"][()], dtype=np.int64) if features else np.zeros(n, np.int64),
+            lengths=np.asarray(f["lengths"][()], dtype=np.int64) if features else np.zeros(n, np.int64),
+            samples=int(samples.sum()),
             recipe_json=like.recipe_json if info["recipe"] is None else json.dumps(info["recipe"], sort_keys=True),
-            dtype=info["dtype"], recipe_raw=raw,
+            dtype=info["dtype"], recipe_raw=raw, content=info["content"],
         )
         part.chunk_rows, part.chunks, mean_at, std_at = raw_layout(f, info["dtype"])
         part.stats_at = (mean_at, std_at)
+        if info["content"] != "features":
+            part.audio_offsets = np.asarray(f["audio_offsets"][()], dtype=np.int64)
+            part.audio_lengths = samples
+            if sys.byteorder == "little":
+                part.audio_rows, part.audio_chunks = blocks(f["audio"], "<i2")
     return part
 
 
@@ -151,8 +116,12 @@ class StoreIndex:
             if part.recipe_json != first.recipe_json or part.dtype != first.dtype:
                 raise InputError(f"{shard}: its feature recipe/dtype differs from {self.shards[0].name}; "
                                  f"a store must hold one recipe")
+            if part.content != first.content:
+                raise InputError(f"{shard}: holds {part.content} but {self.shards[0].name} holds {first.content}; "
+                                 f"a store holds one kind of content (rerun `dasv features` with the same options)")
         self.recipe: dict[str, Any] = json.loads(first.recipe_json)
         self.dtype = first.dtype
+        self.content = first.content if parts else "features"
         counts = np.array([p.keys.size for p in parts], dtype=np.int64)
         self.shard_start = np.zeros(len(parts) + 1, dtype=np.int64)  # first row of each shard
         np.cumsum(counts, out=self.shard_start[1:])
@@ -161,18 +130,21 @@ class StoreIndex:
         self.length = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
         self.shard_samples = np.array([p.samples for p in parts], dtype=np.int64)
         # pread without HDF5: feats rows per chunk (0: use HDF5), chunk offsets by shard, stats offsets
-        self.chunk_rows = np.array([p.chunk_rows for p in parts], dtype=np.int64)
-        self.chunk_start = np.zeros(len(parts) + 1, dtype=np.int64)
-        np.cumsum([p.chunks.size for p in parts], out=self.chunk_start[1:])
-        self.chunks = np.concatenate([p.chunks for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        self.stats_at = np.array([p.stats_at for p in parts], dtype=np.int64).reshape(-1, 2)
         row_bytes = int(self.recipe.get("n_mels", 80)) * (2 if self.dtype == "float16" else 4)
-        self.run_end = run_ends(self.chunks, self.chunk_start, self.chunk_rows, row_bytes)
+        self.feats = RawColumn.of("feats", row_bytes, [(p.chunk_rows, p.chunks) for p in parts])
+        self.chunk_rows, self.chunk_start = self.feats.chunk_rows, self.feats.chunk_start
+        self.chunks, self.run_end = self.feats.chunks, self.feats.run_end
+        self.stats_at = np.array([p.stats_at for p in parts], dtype=np.int64).reshape(-1, 2)
+        # the waveforms (content with audio): per row first sample and samples; their chunks
+        self.has_audio = self.content != "features"
+        self.audio = RawColumn.of("audio", 2, [(p.audio_rows, p.audio_chunks) for p in parts])
+        self.audio_offset = np.concatenate([p.audio_offsets for p in parts]) if self.has_audio else np.zeros(0, np.int64)
+        self.audio_length = np.concatenate([p.audio_lengths for p in parts]) if self.has_audio else np.zeros(0, np.int64)
         keys = np.concatenate([p.keys for p in parts]).astype(bytes) if parts else np.zeros(0, "S1")
         order = np.argsort(keys, kind="stable")
         self.sorted_keys = keys[order]
         self.sorted_rows = order.astype(np.int64)
-        self.parts_meta = [(p.recipe_json, p.dtype, p.samples) for p in parts]
+        self.parts_meta = [(p.recipe_json, p.dtype, p.samples, p.content) for p in parts]
         same = np.flatnonzero(self.sorted_keys[1:] == self.sorted_keys[:-1])
         if same.size:
             a, b = sorted(self.sorted_rows[same[0]:same[0] + 2])
@@ -232,6 +204,9 @@ def _load_cache(directory: Path, shards: Sequence[Path],
             chunks, stats_at = z["chunks"], z["stats_at"]
             recipes = [r.decode("utf-8") for r in z["recipes"].tolist()]
             dtypes = [d.decode("utf-8") for d in z["dtypes"].tolist()]
+            contents = [c.decode("utf-8") for c in z["contents"].tolist()]
+            audio_offsets, audio_lengths = z["audio_offsets"], z["audio_lengths"]
+            audio_rows, audio_chunk_start, audio_chunks = z["audio_rows"], z["audio_chunk_start"], z["audio_chunks"]
     except (OSError, KeyError, ValueError, EOFError):
         return {}, False
     wanted = {p.name: s for p, s in zip(shards, sigs)}
@@ -239,10 +214,14 @@ def _load_cache(directory: Path, shards: Sequence[Path],
     for i, name in enumerate(names):
         if wanted.get(name) == (int(sig[i, 0]), int(sig[i, 1])):
             lo, hi = int(start[i]), int(start[i + 1])
+            audio = slice(lo, hi) if contents[i] != "features" else slice(0, 0)
             found[name] = ShardPart(keys[lo:hi], offsets[lo:hi], lengths[lo:hi], int(samples[i]),
                                     recipes[i], dtypes[i], int(chunk_rows[i]),
                                     chunks[int(chunk_start[i]):int(chunk_start[i + 1])],
-                                    (int(stats_at[i, 0]), int(stats_at[i, 1])))
+                                    (int(stats_at[i, 0]), int(stats_at[i, 1])), content=contents[i],
+                                    audio_offsets=audio_offsets[audio], audio_lengths=audio_lengths[audio],
+                                    audio_rows=int(audio_rows[i]),
+                                    audio_chunks=audio_chunks[int(audio_chunk_start[i]):int(audio_chunk_start[i + 1])])
     return found, len(found) == len(shards) == len(names)
 
 
@@ -257,8 +236,13 @@ def _save_cache(directory: Path, index: StoreIndex, sigs: Sequence[tuple[int, in
         "offsets": index.offset, "lengths": index.length,
         "samples": index.shard_samples, "chunk_rows": index.chunk_rows, "chunk_start": index.chunk_start,
         "chunks": index.chunks, "stats_at": index.stats_at,
-        "recipes": np.array([r.encode("utf-8") for r, _, _ in index.parts_meta], dtype=bytes),
-        "dtypes": np.array([d.encode("utf-8") for _, d, _ in index.parts_meta], dtype=bytes),
+        "recipes": np.array([m[0].encode("utf-8") for m in index.parts_meta], dtype=bytes),
+        "dtypes": np.array([m[1].encode("utf-8") for m in index.parts_meta], dtype=bytes),
+        "contents": np.array([m[3].encode("utf-8") for m in index.parts_meta], dtype=bytes),
+        # rows of a store with audio (every row has audio: a store holds one content), else empty
+        "audio_offsets": index.audio_offset, "audio_lengths": index.audio_length,
+        "audio_rows": index.audio.chunk_rows, "audio_chunk_start": index.audio.chunk_start,
+        "audio_chunks": index.audio.chunks,
     }
     try:
         with atomic_path(directory / INDEX_NAME, "feature store index") as tmp:

@@ -6,6 +6,9 @@ Format: a committed shard carries the attr `checksums`, JSON
     {"algorithm": "crc32", "feats": 3735928559, "keys": ..., "offsets": ..., "lengths": ...,
      "samples": ..., "mean": ..., "std": ...}
 
+(a store with waveforms adds "audio" and "audio_offsets"; an --audio-only store has no feats,
+offsets, lengths, mean or std)
+
 one CRC-32 (zlib) per dataset, of its values as stored, row after row, as little-endian bytes (keys:
 each key's UTF-8 bytes followed by a NUL). It is a checksum of the data, not of the file's bytes, so it
 holds for any HDF5 layout and survives a copy; damage to HDF5's own structures shows as a shard that
@@ -38,7 +41,8 @@ from dasv_cli.io.store.layout import check_shard, open_shard
 
 CHECKSUM_ATTR = "checksums"
 ALGORITHM = "crc32"
-DATASETS = ("feats", "keys", "offsets", "lengths", "samples", "mean", "std")
+DATASETS = ("feats", "audio", "keys", "offsets", "lengths", "samples", "mean", "std", "audio_offsets")
+COLUMNS = ("feats", "audio")  # read VERIFY_ROWS rows at a time
 VERIFY_ROWS = 65536  # feats rows read at a time (21 MB as float32 x 80 bands)
 
 OK = "ok"
@@ -61,9 +65,10 @@ def keys_crc(keys: Iterable[str]) -> int:
     return crc
 
 
-def checksums_attr(feats_crc: int, keys: Sequence[str], small: dict[str, np.ndarray]) -> str:
-    """The `checksums` attr of a shard: the running CRC of feats, and those of its index datasets."""
-    sums: dict[str, Any] = {"algorithm": ALGORITHM, "feats": feats_crc, "keys": keys_crc(keys)}
+def checksums_attr(columns: dict[str, int], keys: Sequence[str], small: dict[str, np.ndarray]) -> str:
+    """The `checksums` attr of a shard: the running CRCs of its columns (feats, audio), and those of
+    its index datasets."""
+    sums: dict[str, Any] = {"algorithm": ALGORITHM, **columns, "keys": keys_crc(keys)}
     sums.update({name: array_crc(values) for name, values in small.items()})
     return json.dumps(sums, sort_keys=True)
 
@@ -84,7 +89,7 @@ def _dataset_crc(f: Any, name: str) -> int:
     ds = f[name]
     if name == "keys":
         return keys_crc(ds.asstr()[()])
-    if name != "feats":
+    if name not in COLUMNS:
         return array_crc(ds[()])
     crc = 0
     for start in range(0, ds.shape[0], VERIFY_ROWS):
@@ -108,8 +113,10 @@ def verify_shard(path: str | Path) -> Verdict:
             for name in DATASETS:
                 if name in stored and _dataset_crc(f, name) != int(stored[name]):
                     bad.append(name)
-            if int(np.sum(f["lengths"][()])) != f["feats"].shape[0]:
+            if "feats" in f and int(np.sum(f["lengths"][()])) != f["feats"].shape[0]:
                 bad.append("lengths (they do not add up to the frames)")
+            if "audio" in f and int(np.sum(f["samples"][()])) != f["audio"].shape[0]:
+                bad.append("samples (they do not add up to the stored audio)")
     except DasvError as exc:
         return Verdict(path, DAMAGED, exc.message.removeprefix(f"{path}: "))
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:

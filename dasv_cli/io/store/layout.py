@@ -11,6 +11,15 @@ A store is a directory of `shard-NNNNN.h5` files. Each shard holds
     mean     [n, n_mels] float32 per-utterance mean over time (of the float32 features)
     std      [n, n_mels] float32 per-utterance standard deviation over time (ddof=0)
 
+and, in a store made with `dasv features --keep-audio` (attr content = "features+audio"),
+
+    audio          [total samples] int16 16 kHz PCM of the utterances, concatenated in order,
+                   chunked (AUDIO_CHUNK_SAMPLES) so a waveform window touches only its chunks
+    audio_offsets  [n] int64 first sample of each utterance in `audio` (its length: `samples`)
+
+A waveform store (`dasv features --audio-only`, content = "audio": noise, music, RIR corpora) holds
+keys, samples, audio and audio_offsets only.
+
 and attrs: format, format_version, dasv_version, dtype, the recipe's fields one by one (sample_rate,
 n_mels, n_fft, win_length, hop_length, window, preemphasis, scale, fmin, fmax, mel_scale, log_floor,
 ...) and `recipe` (the same as JSON, the exact round trip); a shard written by `dasv features
@@ -54,6 +63,20 @@ DTYPES = ("float32", "float16")
 DEFAULT_SHARD_FRAMES = 250_000  # ~42 min of audio, ~80 MB as float32; a crash loses at most one
 DEFAULT_CHUNK_FRAMES = 128
 REQUIRED = ("feats", "keys", "offsets", "lengths", "mean", "std")
+AUDIO_REQUIRED = ("keys", "samples", "audio", "audio_offsets")
+CONTENTS = ("features", "features+audio", "audio")  # attr `content`; absent means "features"
+AUDIO_CHUNK_SAMPLES = 16_384  # 32 KiB: a 2 s window spans 2-3 chunks, read in one pread when adjacent
+
+
+def required(content: str) -> tuple[str, ...]:
+    """The datasets a shard with this content must hold."""
+    return {"features": REQUIRED, "audio": AUDIO_REQUIRED}.get(content, REQUIRED + AUDIO_REQUIRED[2:])
+
+
+def shard_content(attrs: Any) -> str:
+    """The content attr of a shard ("features" for shards written before there was one)."""
+    value = attrs.get("content", "features")
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -154,13 +177,14 @@ def shard_index(path: Path) -> int:
     return order[2]
 
 
-def shard_attrs(recipe: dict[str, Any], dtype: str, n_utterances: int, n_frames: int) -> dict[str, Any]:
+def shard_attrs(recipe: dict[str, Any], dtype: str, n_utterances: int, n_frames: int,
+                content: str = "features") -> dict[str, Any]:
     """The attrs a complete shard carries (check_shard reads them back)."""
     from dasv_cli import __version__
 
     attrs: dict[str, Any] = {
         "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "dasv_version": __version__,
-        "dtype": dtype, "n_utterances": n_utterances, "n_frames": n_frames,
+        "dtype": dtype, "n_utterances": n_utterances, "n_frames": n_frames, "content": content,
     }
     for name, value in recipe.items():  # one by one, for h5dump and other HDF5 readers
         if isinstance(value, (int, float, str)):
@@ -180,14 +204,17 @@ def open_shard(path: Path, mode: str = "r") -> Any:
 
 
 def check_shard(f: Any, path: Path) -> dict[str, Any]:
-    """{"recipe", "dtype"} of an open shard; InputError when it is not a dasv shard or was edited."""
+    """{"recipe", "dtype", "content"} of an open shard; InputError when it is not a dasv shard or was edited."""
     attrs = f.attrs
     if attrs.get("format") != STORE_FORMAT:
         raise InputError(f"{path}: not a dasv feature shard (no '{STORE_FORMAT}' format tag)")
     version = int(attrs.get("format_version", -1))
     if version > STORE_FORMAT_VERSION or version < 1:
         raise InputError(f"{path}: feature shard format version {version} is not supported by this dasv")
-    for name in REQUIRED:
+    content = shard_content(attrs)
+    if content not in CONTENTS:
+        raise InputError(f"{path}: feature shard content {content!r} is not supported by this dasv")
+    for name in required(content):
         if name not in f:
             raise InputError(f"{path}: feature shard has no '{name}' dataset")
     try:
@@ -201,7 +228,7 @@ def check_shard(f: Any, path: Path) -> dict[str, Any]:
     if edited:
         raise InputError(f"{path}: its attributes disagree with its feature recipe ({'; '.join(edited[:3])}); "
                          f"the shard was edited or damaged: recompute it with `dasv features --overwrite`")
-    return {"recipe": recipe, "dtype": str(attrs["dtype"])}
+    return {"recipe": recipe, "dtype": str(attrs["dtype"]), "content": content}
 
 
 def read_shard_header(path: str | Path) -> tuple[list[str], dict[str, Any]]:

@@ -26,6 +26,7 @@ from dasv_cli.io.paths import require_dir
 from dasv_cli.io.store.handles import ShardHandle, default_max_open
 from dasv_cli.io.store.index import StoreIndex, open_index
 from dasv_cli.io.store.layout import list_shards
+from dasv_cli.io.store.rawlayout import RawColumn
 
 
 def tile_rows(buf: np.ndarray, n: int) -> None:
@@ -231,19 +232,18 @@ class FeatureStore:
         lengths = ix.length[rows]
         take = np.minimum(lengths, frames)  # rows read; a shorter utterance is read whole, then tiled
         starts = np.minimum(np.maximum(np.asarray(starts, dtype=np.int64), 0), lengths - take)
-        shard = ix.shard[rows].astype(np.int64)
-        first = ix.offset[rows] + starts
-        per = ix.chunk_rows[shard]
-        chunk = ix.chunk_start[shard] + first // np.maximum(per, 1)
-        direct = per > 0
-        chunk = np.where(direct, chunk, 0)
-        byte = np.zeros(rows.size, dtype=np.int64)
-        if ix.chunks.size:
-            byte = ix.chunks[chunk] + (first - (chunk - ix.chunk_start[shard]) * per) * self._row_bytes
-            direct &= first + take <= ix.run_end[chunk]
-        row_bytes = self._row_bytes
-        slot = frames * row_bytes
-        view = memoryview(out).cast("B")
+        self._gather(ix.feats, ix.shard[rows].astype(np.int64), ix.offset[rows] + starts, take, out, tile=True)
+        return out
+
+    def _gather(self, col: RawColumn, shard: np.ndarray, first: np.ndarray, take: np.ndarray,
+                out: np.ndarray, tile: bool) -> None:
+        """out[i, :take[i]] = rows [first[i], first[i] + take[i]) of shard[i]'s dataset `col.name`, read
+        in shard/offset order, each one preadv straight into its slot where its chunks lie back to back
+        in the file (nearly all), else through HDF5; the rest of each slot tiled (`tile`) or zeroed."""
+        byte, direct = col.locate(shard, first, take)
+        row_bytes = col.row_bytes
+        slot = int(np.prod(out.shape[1:])) * out.itemsize
+        view = memoryview(out.reshape(-1)).cast("B")
         order = np.lexsort((first, shard))
         last_s, h = -1, None
         for i, s, off, n, at, one in zip(order.tolist(), shard[order].tolist(), first[order].tolist(),
@@ -251,9 +251,52 @@ class FeatureStore:
             if s != last_s:
                 h, last_s = self._handle(s), s
             if not (one and h.pread_into(view[i * slot:i * slot + n * row_bytes], at)):
-                out[i, :n] = self._rows_as_stored(h, s, off, n)
-            tile_rows(out[i], n)
+                out[i, :n] = self._rows_as_stored(h, s, off, n) if col.name == "feats" else h.file()[col.name][off:off + n]
+            if tile:
+                tile_rows(out[i], n)
+            else:
+                out[i, n:] = 0
+
+    # -- waveforms (a store made with --keep-audio or --audio-only) --------------------------------
+    @property
+    def has_audio(self) -> bool:
+        """Whether the store holds each utterance's 16-bit PCM (content "features+audio" or "audio")."""
+        return bool(self._ix.has_audio)
+
+    @property
+    def has_features(self) -> bool:
+        return self._ix.content != "audio"
+
+    def row_samples(self, rows: np.ndarray) -> np.ndarray:
+        """int64 samples of each row's waveform (requires has_audio)."""
+        return self._ix.audio_length[np.asarray(rows, dtype=np.int64)]
+
+    def read_audio_windows(self, rows: np.ndarray, starts: np.ndarray, samples: int,
+                           fill: str = "zeros") -> np.ndarray:
+        """int16 [B, samples]: row i's PCM from sample starts[i] (clamped into the utterance); a
+        shorter utterance read whole, then zero-padded (`fill="zeros"`: training windows, whose
+        frames are tiled after the log-mel) or repeated (`fill="tile"`: a noise fills its window)."""
+        ix = self._ix
+        if not ix.has_audio:
+            raise InputError(f"{self.path}: holds no waveforms; make the store with `dasv features --keep-audio` "
+                             f"(or --audio-only for noise and RIR corpora)")
+        rows = np.asarray(rows, dtype=np.int64)
+        samples = int(samples)
+        out = np.empty((rows.size, samples), dtype=np.int16)
+        if rows.size == 0 or samples == 0:
+            return out
+        lengths = ix.audio_length[rows]
+        take = np.minimum(lengths, samples)
+        starts = np.minimum(np.maximum(np.asarray(starts, dtype=np.int64), 0), lengths - take)
+        self._gather(ix.audio, ix.shard[rows].astype(np.int64), ix.audio_offset[rows] + starts, take, out,
+                     tile=fill == "tile")
         return out
+
+    def audio(self, key: str) -> np.ndarray:
+        """The whole utterance's PCM, int16 [samples]."""
+        row = self._row(key)
+        n = int(self.row_samples(np.array([row]))[0])
+        return self.read_audio_windows(np.array([row]), np.zeros(1, np.int64), n)[0]
 
     def read_stats(self, rows: np.ndarray, std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(mean, std) float32 [B, n_mels] of each row (std None unless asked: CMN needs only the

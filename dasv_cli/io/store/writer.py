@@ -10,8 +10,11 @@ import numpy as np
 
 from dasv_cli.errors import DasvError, os_error_message
 from dasv_cli.io.atomic import GuardedFile, atomic_path
-from dasv_cli.io.store.integrity import CHECKSUM_ATTR, array_crc, checksums_attr
+from dasv_cli.io.store.columns import Column, starts
+from dasv_cli.io.store.integrity import CHECKSUM_ATTR, checksums_attr
 from dasv_cli.io.store.layout import (
+    AUDIO_CHUNK_SAMPLES,
+    CONTENTS,
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_SHARD_FRAMES,
     DTYPES,
@@ -25,7 +28,6 @@ from dasv_cli.io.store.layout import (
     shard_part,
 )
 
-BUFFER_CHUNKS = 64  # chunks gathered in memory before one write (64 x 128 frames x 80 x 4 B = 2.6 MB)
 
 
 def remove_file(path: Path) -> None:
@@ -143,9 +145,12 @@ class ShardWriter:
     def __init__(self, directory: str | Path, recipe: dict[str, Any], dtype: str = "float32",
                  shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                  first_index: int | None = None, part: Part | None = None, index_step: int = 1,
-                 attrs: dict[str, str] | None = None) -> None:
+                 attrs: dict[str, str] | None = None, content: str = "features") -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if content not in CONTENTS:
+            raise ValueError(f"content must be one of {CONTENTS}, got {content!r}")
+        self.content = content
         self.directory = Path(directory)
         self.recipe = dict(recipe)
         self.attrs = dict(attrs or {})  # more attrs for every shard (`augment`: how its copies were made)
@@ -160,7 +165,11 @@ class ShardWriter:
         self.completed: list[Path] = []
         self._file: Any = None
         self._pending: _PendingShard | None = None
-        self._buffer = np.empty((BUFFER_CHUNKS * self.chunk_frames, self.n_mels), dtype=self.dtype)
+        self._columns: list[Column] = []
+        if content != "audio":
+            self._columns.append(Column("feats", (self.n_mels,), self.dtype, self.chunk_frames))
+        if content != "features":
+            self._columns.append(Column("audio", (), "int16", AUDIO_CHUNK_SAMPLES))
         self._reset_shard_state()
 
     def _reset_shard_state(self) -> None:
@@ -169,9 +178,8 @@ class ShardWriter:
         self._samples: list[int] = []
         self._means: list[np.ndarray] = []
         self._stds: list[np.ndarray] = []
-        self._written_frames = 0  # frames added to the shard in progress
-        self._flushed = 0  # of which in the file; the rest in the buffer
-        self._feats_crc = 0  # CRC-32 of the frames written so far (io.store.integrity)
+        for column in self._columns:
+            column.reset()
 
     def _io_error(self, exc: BaseException, path: Path | None) -> DasvError:
         if isinstance(exc, OSError):
@@ -190,12 +198,8 @@ class ShardWriter:
             self._pending = _PendingShard(final)
             # no chunk cache: every chunk is written whole, once, from the buffer
             self._file = h5py.File(self._pending.guard, "w", rdcc_nbytes=0)
-            # sized for a full shard up front (chunks are only allocated when written) and trimmed
-            # when the shard is finished
-            self._feats = self._file.create_dataset(
-                "feats", shape=(self.shard_frames, self.n_mels), maxshape=(None, self.n_mels),
-                dtype=self.dtype, chunks=(self.chunk_frames, self.n_mels),
-            )
+            for column in self._columns:  # a full shard's frames (or samples: 160 a frame)
+                column.create(self._file, self.shard_frames * (160 if column.name == "audio" else 1))
         except (OSError, RuntimeError) as exc:
             self._drop()
             raise self._io_error(exc, final) from exc
@@ -208,49 +212,41 @@ class ShardWriter:
             self._drop()
             raise self._io_error(exc, pending.final) from exc
 
-    def _flush(self) -> None:
-        """Write the buffered frames to the shard in progress."""
-        count = self._written_frames - self._flushed
-        if count <= 0:
-            return
-        start, end = self._flushed, self._written_frames
+    def _flush(self, column: Column) -> None:
+        """Write a column's buffered rows to the shard in progress."""
         try:
-            if end > self._feats.shape[0]:
-                self._feats.resize(end, axis=0)
-            self._feats[start:end] = self._buffer[:count]
-            self._feats_crc = array_crc(self._buffer[:count], self._feats_crc)
+            column.flush()
         except (OSError, RuntimeError, MemoryError) as exc:
             self._check_io()
             target = self._pending.final if self._pending is not None else None
             self._drop()
             raise self._io_error(exc, target) from exc
-        self._flushed = end
         self._check_io()
 
-    def add(self, key: str, feats: np.ndarray, mean: np.ndarray, std: np.ndarray, samples: int) -> None:
-        """Add one utterance ([frames, n_mels]; converted to the store dtype)."""
-        if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] < 1:
-            raise ValueError(f"{key}: features must be [frames>0, {self.n_mels}], got {feats.shape}")
+    def add(self, key: str, feats: np.ndarray | None, mean: np.ndarray | None, std: np.ndarray | None,
+            samples: int, audio: np.ndarray | None = None) -> None:
+        """Add one utterance: [frames, n_mels] features (converted to the store dtype) and/or, as the
+        store's content asks, its int16 PCM [samples] (`samples` must then be its length)."""
+        if self.content != "audio" and (feats is None or feats.ndim != 2 or feats.shape[1] != self.n_mels
+                                        or feats.shape[0] < 1):
+            raise ValueError(f"{key}: features must be [frames>0, {self.n_mels}], got "
+                             f"{None if feats is None else feats.shape}")
+        if self.content != "features" and (audio is None or audio.dtype != np.int16 or audio.ndim != 1
+                                           or audio.size < 1 or audio.size != int(samples)):
+            raise ValueError(f"{key}: audio must be int16 [samples={samples}], got "
+                             f"{None if audio is None else (audio.dtype, audio.shape)}")
         if self._file is None:
             self._open()
-        frames = int(feats.shape[0])
-        size = self._buffer.shape[0]
-        done = 0
-        while done < frames:  # into the buffer (converting to the store dtype), writing it when full
-            used = self._written_frames - self._flushed
-            take = min(frames - done, size - used)
-            self._buffer[used:used + take] = feats[done:done + take]
-            done += take
-            self._written_frames += take
-            if used + take == size:
-                self._flush()
+        for column in self._columns:
+            column.append(feats if column.name == "feats" else audio, self._flush)
         # the index entries last, so an utterance is either fully in the shard or not at all
         self._keys.append(key)
-        self._lengths.append(frames)
+        self._lengths.append(int(feats.shape[0]) if feats is not None and self.content != "audio" else 0)
         self._samples.append(int(samples))
-        self._means.append(np.asarray(mean, dtype=np.float32))
-        self._stds.append(np.asarray(std, dtype=np.float32))
-        if self._written_frames >= self.shard_frames:
+        if self.content != "audio":
+            self._means.append(np.asarray(mean, dtype=np.float32))
+            self._stds.append(np.asarray(std, dtype=np.float32))
+        if any(c.written >= self.shard_frames * (160 if c.name == "audio" else 1) for c in self._columns):
             self.finish_shard()
 
     def finish_shard(self) -> Path | None:
@@ -259,23 +255,27 @@ class ShardWriter:
             return None
         import h5py
 
-        self._flush()
+        for column in self._columns:
+            self._flush(column)
         pending = self._pending
         try:
             f = self._file
             n = len(self._keys)
             lengths = np.asarray(self._lengths, dtype=np.int64)
-            self._feats.resize(int(lengths.sum()), axis=0)
-            offsets = np.zeros(n, dtype=np.int64)
-            if n > 1:
-                np.cumsum(lengths[:-1], out=offsets[1:])
+            samples = np.asarray(self._samples, dtype=np.int64)
+            for column in self._columns:
+                column.ds.resize(int((samples if column.name == "audio" else lengths).sum()), axis=0)
             f.create_dataset("keys", data=np.array(self._keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            small = {"offsets": offsets, "lengths": lengths, "samples": np.asarray(self._samples, dtype=np.int64),
-                     "mean": np.stack(self._means).astype(np.float32), "std": np.stack(self._stds).astype(np.float32)}
+            small = {"samples": samples}
+            if self.content != "audio":
+                small.update(offsets=starts(lengths), lengths=lengths, mean=np.stack(self._means).astype(np.float32),
+                             std=np.stack(self._stds).astype(np.float32))
+            if self.content != "features":
+                small["audio_offsets"] = starts(samples)
             for name, values in small.items():
                 f.create_dataset(name, data=values)
-            attrs = {**self.attrs, **shard_attrs(self.recipe, self.dtype, n, int(lengths.sum()))}
-            attrs[CHECKSUM_ATTR] = checksums_attr(self._feats_crc, self._keys, small)
+            attrs = {**self.attrs, **shard_attrs(self.recipe, self.dtype, n, int(lengths.sum()), self.content)}
+            attrs[CHECKSUM_ATTR] = checksums_attr({c.name: c.crc for c in self._columns}, self._keys, small)
             for name, value in attrs.items():
                 f.attrs[name] = value
             f.close()
