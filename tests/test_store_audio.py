@@ -126,3 +126,27 @@ def test_audio_only_store_with_parts_resume_failed_and_inspect(tmp_path: Path, s
     assert both.code == 2
     copies = run_dasv("features", tmp_path / "noise.txt", "-o", tmp_path / "x", "--keep-audio", "--augment", "babble")
     assert copies.code == 2 and "online" in copies.stderr
+
+
+def test_verify_covers_the_stored_pcm(listed):
+    """A shard's checksums cover its PCM too: a flipped sample in the audio column is named by
+    `dasv inspect --verify` (a keep-audio store written by the test above verifies clean)."""
+    import h5py
+
+    from dasv_cli.io.store.layout import list_shards
+
+    root, _ = listed
+    clean = run_dasv("inspect", root / "both", "--verify")
+    assert clean.code == 0, clean.stderr
+    shard = list_shards(root / "both")[0]
+    copy = root / "both-damaged"
+    copy.mkdir()
+    for p in list_shards(root / "both"):
+        (copy / p.name).write_bytes(p.read_bytes())
+    with h5py.File(copy / shard.name, "a") as f:
+        audio = f["audio"]
+        middle = audio.shape[0] // 2
+        audio[middle] = np.int16(audio[middle] ^ 0x0100)
+    res = run_dasv("inspect", copy, "--verify")
+    assert res.code == 3, res.stderr
+    assert f"damaged     {shard.name}: checksum of audio differs" in res.stdout
