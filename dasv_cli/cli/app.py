@@ -85,12 +85,16 @@ def _show_usage_error(exc: Exception) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (never raises for user errors)."""
-    app = build_app()
+    from typer.main import get_command
+
+    from dasv_cli.cli.helptext import tidy
+
+    command = tidy(get_command(build_app()))
     args = sys.argv[1:] if argv is None else list(argv)
     if "--debug" in args[:1]:
         _state["debug"] = True
     try:
-        rv = app(args=args, prog_name="dasv", standalone_mode=False)
+        rv = command.main(args=args, prog_name="dasv", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @network_options("shape", "data")
     def model(
         source: Optional[Path] = typer.Option(
-            None, "--from", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
+            None, "--from", metavar="CKPT", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
         ),
         frames: int = typer.Option(350, "--frames", help="Input length in frames for the output sizes (10 ms each)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

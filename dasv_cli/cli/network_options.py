@@ -19,7 +19,7 @@ def _parameter(f: Any, panel: str | None) -> inspect.Parameter:
     flag = "--" + f.name.replace("_", "-")
     kind = type(f.default)
     decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-    option = typer.Option(None, decl, help=f"{f.metadata['help']} \\[default: {f.default}]", rich_help_panel=panel)
+    option = typer.Option(None, decl, help=f"{f.metadata['help']} [default: {f.default}]", rich_help_panel=panel)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
 
