@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show a network's parameter counts (per part) and output sizes.
 
-        Without options: the paper's Double MHA network. Options override single settings.
+        Without options: the paper's Double MHA network. Options override single settings. The table
+        goes to stderr; stdout gets the network's options as TOML, which `dasv train --config` reads.
         """
         import json
 
@@ -41,7 +42,11 @@ def register(app: typer.Typer) -> None:
         if json_out:
             typer.echo(json.dumps(summary, indent=2))
         else:
+            from dasv_cli.progress import stdout_write
+            from dasv_cli.train.config import network_toml
+
             _print_table(summary)
+            stdout_write(network_toml(summary["config"]))
 
 
 def _print_table(summary: dict) -> None:

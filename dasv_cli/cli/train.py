@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         gpus: Optional[int] = typer.Option(None, "--gpus", help="Train on N GPUs with DDP (NCCL).", rich_help_panel="Machinery"),
         procs: Optional[int] = typer.Option(None, "--procs", help="Train with N CPU processes with DDP (gloo).", rich_help_panel="Machinery"),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT/last.pt exactly (model, optimizer, step, RNG).", rich_help_panel="Machinery"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the model summary, then exit.", rich_help_panel="Machinery"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as TOML on stdout (--config reads it back) and the model summary on stderr, then exit.", rich_help_panel="Machinery"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or log lines (errors and warnings still shown).", rich_help_panel="Machinery"),
         **network: Any,
     ) -> int:
