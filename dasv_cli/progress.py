@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+LOG_WIDTH = 200  # the width of a progress line when stderr is no terminal
 _console: Console | None = None
 _quiet = False
 
@@ -24,6 +26,10 @@ def console() -> Console:
     global _console
     if _console is None:
         _console = Console(stderr=True, highlight=False, soft_wrap=True)
+        if not _console.is_terminal and "COLUMNS" not in os.environ:
+            # A log file or pipe: rich would crop each progress line at 80 columns (the times read
+            # `0:00:…`); such a line is printed once, at the end, so give it the room it takes.
+            _console.width = LOG_WIDTH
     return _console
 
 
