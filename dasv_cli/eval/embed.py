@@ -330,7 +330,7 @@ def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials:
         present = [k for k in keys if k in store]
         if len(present) != len(keys) and not skip_missing:
             missing = [k for k in keys if k not in store]
-            raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}")
+            raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}", trials=trials)
                              + " (--skip-missing scores the rest)")
         norm = checkpoint_norm(ckpt)
         vectors = embed_store(model, store, present, norm=norm, device=dev, progress=progress, check=check)
