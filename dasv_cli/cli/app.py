@@ -44,7 +44,9 @@ def build_app() -> typer.Typer:
 
     app = typer.Typer(
         name="dasv",
-        help="Double Multi-Head Attention speaker verification: features, training, embeddings, scoring.",
+        help="Double Multi-Head Attention speaker verification: features, training, embeddings, scoring.\n\n"
+             "New here? `dasv demo` runs the whole chain on speech bundled with dasv in about a minute, "
+             "and `dasv demo --setup-only -o DIR` writes its lists for a walk-through (see the README).",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -253,6 +253,7 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
     min_frames = int(model.min_frames)
     failures = failures if failures is not None else []
     short: list[str] = []
+    silent: list[str] = []
     with _Reporter(len(entries), progress, "embedding audio") as rep:
         for start in range(0, len(entries), chunk):
             part = entries[start:start + chunk]
@@ -272,6 +273,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                     rep.advance(1)
                     continue
                 f = np.asarray(normalise(got.feats, got.mean, got.std, norm), dtype=np.float32)
+                if got.silent:
+                    silent.append(f"{entry.path} ({got.level_db:.0f} dBFS)")
                 if f.shape[0] < min_frames:
                     short.append(entry.key)
                 keys.append(entry.key)
@@ -285,6 +288,9 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
     if short:
         shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames were repeated to reach it: {shown}")
+    if silent:
+        shown = ", ".join(silent[:5]) + (", ..." if len(silent) > 5 else "")
+        warn(f"{len(silent)} input(s) (near) silent, their embeddings describe no speaker: {shown}")
 
 
 def _logmel_config(recipe: dict[str, Any] | None):

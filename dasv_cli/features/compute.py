@@ -16,6 +16,11 @@ from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import DasvError
 
 
+# At or below this RMS level (dB full scale) an input is taken for silence: -60 dBFS is about the
+# noise floor of a quiet 16-bit recording with nobody speaking; speech sits near -20 to -30 dBFS.
+SILENCE_DB = -60.0
+
+
 @dataclass
 class FileFeatures:
     """What the store keeps for one file."""
@@ -25,6 +30,12 @@ class FileFeatures:
     std: np.ndarray  # [n_mels] float32 (ddof=0)
     samples: int  # at the recipe's rate
     source_rate: int  # the file's own rate (resampled when it differs from the recipe's)
+    level_db: float = 0.0  # RMS level of the waveform in dB full scale (digital silence: about -300)
+
+    @property
+    def silent(self) -> bool:
+        """(Near) silence: nothing a speaker embedding could describe (`SILENCE_DB` and below)."""
+        return self.level_db <= SILENCE_DB
 
 
 @dataclass
@@ -63,7 +74,13 @@ def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: st
     mean, std = utterance_stats(feats)
     if dtype != "float32":
         feats = feats.astype(dtype)
-    return FileFeatures(feats, mean, std, n, source_rate)
+    return FileFeatures(feats, mean, std, n, source_rate, level_db(wave))
+
+
+def level_db(wave: np.ndarray) -> float:
+    """RMS level in dB full scale (1.0 = 0 dB); -300 for digital silence rather than -inf."""
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
+    return 20.0 * np.log10(max(rms, 1e-15))
 
 
 def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32") -> FileFeatures:
