@@ -2,7 +2,10 @@
 
 Kept apart from the CLI so that the same preparation serves `dasv demo`, the README walk-through and
 the tests. The split is speaker-disjoint: the model is trained on five speakers and the trials use the
-other three, so the demo's EER is measured on voices the model never heard.
+other three, so the demo's EER is measured on voices the model never heard. The held-out
+speakers' recordings are split too: trials among the first SELECTION_UTTERANCES of each choose the
+checkpoint (validation during training: valid-clients.lst, valid-impostors.lst), and trials among the
+rest give the reported EER (clients.lst, impostors.lst), so the choice does not flatter the figure.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 # 2 female + 3 male to train on, 2 female + 1 male held out for the trials.
 TRAIN_SPEAKERS = ("367", "3080", "2033", "3005", "1688")
 HELD_OUT_SPEAKERS = ("533", "3331", "2414")
+# Recordings of each held-out speaker whose trials choose the checkpoint; the rest are for the report.
+SELECTION_UTTERANCES = 2
 
 
 def bundled_demo_dir() -> Path:
@@ -33,8 +38,10 @@ class DemoLayout:
     audio: str = "audio"
     audio_list: str = "audio.lst"
     train_labels: str = "train_labels.txt"
-    clients: str = "clients.lst"
+    clients: str = "clients.lst"  # the reported trials
     impostors: str = "impostors.lst"
+    valid_clients: str = "valid-clients.lst"  # the trials that choose the checkpoint (disjoint recordings)
+    valid_impostors: str = "valid-impostors.lst"
     config: str = "dasv.toml"
     features: str = "features"
     run: str = "run"
@@ -65,8 +72,8 @@ def demo_toml(layout: DemoLayout, *, max_steps: int, validate_every: int) -> str
 # `dasv train` reads this file from the working directory; command-line flags override it.
 train-labels = "{layout.train_labels}"
 features = "{layout.features}"
-valid-clients = "{layout.clients}"
-valid-impostors = "{layout.impostors}"
+valid-clients = "{layout.valid_clients}"
+valid-impostors = "{layout.valid_impostors}"
 out = "{layout.run}"
 front-end = "VGG3L"
 kernel-size = 64
@@ -96,16 +103,16 @@ def prepare(workdir: str | Path, *, fresh: bool = False, max_steps: int = 300,
     audio_lines = [u + ".flac" for s in TRAIN_SPEAKERS + HELD_OUT_SPEAKERS for u in utts[s]]
     # Speaker names, not numbers: a bare integer label is read as a class index 0..N-1.
     label_lines = [f"{u} LS-{s}" for s in TRAIN_SPEAKERS for u in utts[s]]
-    held = [(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s]]
-    clients, impostors = [], []
-    for (u1, s1), (u2, s2) in itertools.combinations(held, 2):
-        (clients if s1 == s2 else impostors).append(f"{u1} {u2}")
+    choose = _pairs([(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s][:SELECTION_UTTERANCES]])
+    report = _pairs([(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s][SELECTION_UTTERANCES:]])
 
     files = {
         layout.audio_list: audio_lines,
         layout.train_labels: label_lines,
-        layout.clients: clients,
-        layout.impostors: impostors,
+        layout.clients: report[0],
+        layout.impostors: report[1],
+        layout.valid_clients: choose[0],
+        layout.valid_impostors: choose[1],
     }
     for name, lines in files.items():
         _write_if_changed(workdir / name, "\n".join(lines) + "\n")
@@ -113,6 +120,15 @@ def prepare(workdir: str | Path, *, fresh: bool = False, max_steps: int = 300,
     _write_if_changed(workdir / layout.config,
                       demo_toml(layout, max_steps=max_steps, validate_every=validate_every))
     return layout
+
+
+def _pairs(utterances: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Every pair of (key, speaker)s once: (same-speaker 'key1 key2' lines, different-speaker lines)."""
+    clients: list[str] = []
+    impostors: list[str] = []
+    for (u1, s1), (u2, s2) in itertools.combinations(utterances, 2):
+        (clients if s1 == s2 else impostors).append(f"{u1} {u2}")
+    return clients, impostors
 
 
 def _link_audio(source: Path, link: Path) -> None:
