@@ -6,15 +6,12 @@ import os
 import sys
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.progress import Progress
 
 LOG_WIDTH = 200  # the width of a progress line when stderr is no terminal
 _console: Console | None = None
@@ -54,8 +51,10 @@ def warn(message: str) -> None:
     console().print(f"[yellow]dasv: warning:[/yellow] {message}")
 
 
-def make_progress(*extra_columns: Any, transient: bool = False) -> Progress:
+def make_progress(*extra_columns: Any, transient: bool = False) -> "Progress":
     """A rich Progress on stderr with the usual columns; disabled under --quiet or when not wanted."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
