@@ -57,7 +57,8 @@ def tidy(command: Any, help_names: Sequence[str] = ("-h", "--help")) -> Any:
     command.help = literal(command.help)
     command.short_help = literal(command.short_help)
     command.epilog = literal(command.epilog)
-    names = SimpleNamespace(help_option_names=list((command.context_settings or {}).get("help_option_names", help_names)))
+    own = (command.context_settings or {}).get("help_option_names", help_names)
+    names = SimpleNamespace(help_option_names=list(own))
     helper = command.get_help_option(names)
     for param in [*command.params, *([helper] if helper is not None else [])]:
         if isinstance(param, TyperOption):
