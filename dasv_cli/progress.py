@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import TYPE_CHECKING
 
+from rich.console import Console
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.progress import Progress
+
+LOG_WIDTH = 200  # the width of a progress line when stderr is no terminal
 _console: Console | None = None
 _quiet = False
 
@@ -24,6 +23,10 @@ def console() -> Console:
     global _console
     if _console is None:
         _console = Console(stderr=True, highlight=False, soft_wrap=True)
+        if not _console.is_terminal and "COLUMNS" not in os.environ:
+            # A log file or pipe: rich would crop each progress line at 80 columns (the times read
+            # `0:00:…`); such a line is printed once, at the end, so give it the room it takes.
+            _console.width = LOG_WIDTH
     return _console
 
 
@@ -48,8 +51,10 @@ def warn(message: str) -> None:
     console().print(f"[yellow]dasv: warning:[/yellow] {message}")
 
 
-def make_progress(*extra_columns: Any, transient: bool = False) -> Progress:
+def make_progress(*extra_columns: Any, transient: bool = False) -> "Progress":
     """A rich Progress on stderr with the usual columns; disabled under --quiet or when not wanted."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

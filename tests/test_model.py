@@ -222,7 +222,8 @@ def test_cli_model_summary(capsys) -> None:
     assert s["sizes"]["logits"] == [1211] and s["sizes"]["embedding"] == [256]
     assert run(["model"]) == 0
     out = capsys.readouterr()
-    assert out.out == "" and "21,520,784" in out.err  # the table is for people: stderr
+    assert "21,520,784" in out.err and "21,520,784" not in out.out  # the table is for people: stderr
+    assert out.out.startswith("# dasv model") and "heads = 32\n" in out.out  # the options are data: stdout
     assert run(["model", "--heads", "7"]) == 2
     assert "heads do not divide" in capsys.readouterr().err
     assert run(["model", "--help"]) == 0

@@ -249,7 +249,8 @@ def test_score_missing_keys_cohort_det_and_output_file(dasv, scored_dir, tmp_pat
     text = (d / "trials.txt").read_text() + extra
     r = dasv("score", "--trials", "-", "-e", str(d / "embeddings.h5"), input=text)
     assert r.code == 1
-    assert "dasv: error: 2 of 42 trial keys are not in" in r.stderr and "ghost/x, ghost/y" in r.stderr
+    first = len((d / "trials.txt").read_text().splitlines()) + 1  # the line of the first trial naming ghost/x
+    assert f"dasv: error: <stdin>:{first}: 2 of 42 trial keys are not in" in r.stderr and "ghost/x, ghost/y" in r.stderr
     assert "--skip-missing" in r.stderr and r.stdout == ""
     out = tmp_path / "scores.tsv"
     png = tmp_path / "det.png"

@@ -272,13 +272,64 @@ def test_a_second_run_on_a_running_runs_directory_is_refused_and_a_requeue_resum
 
 
 def test_dry_run_prints_config_and_model(data, tmp_path):
-    res = run_inprocess("train", "--train-labels", str(data / "labels.txt"), *TINY_FLAGS, "-o", str(tmp_path / "x"),
-                        "--dry-run")
+    res = run_inprocess("train", "--train-labels", str(data / "labels.txt"), "--features", str(data / "feats"),
+                        *TINY_FLAGS, "-o", str(tmp_path / "x"), "--dry-run")
     assert res.code == 0, res.stderr
-    assert res.stdout == ""
-    assert "kernel_size       = 16" in res.stderr and "total" in res.stderr and "parameters" in res.stderr
+    assert "kernel_size = 16\n" in res.stdout and "kernel_size" not in res.stderr
+    assert "total" in res.stderr and "parameters" in res.stderr
     assert "8 speakers" in res.stderr and "effective batch: 8 x 1 process(es) x 2 accumulation = 16" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_dry_run_toml_reads_back_unchanged(data, tmp_path):
+    """dry-run > x.toml; dry-run --config x.toml prints the same TOML (escaped paths, floats, the
+    modern recipe's resolved values), from another directory too: the paths in it are absolute."""
+    odd = tmp_path / 'run "quoted" \\ back\tslash ü'
+    res = run_inprocess("train", "--train-labels", str(data / "labels.txt"), "--features", str(data / "feats"),
+                        *TINY_FLAGS, "--recipe", "modern", "--max-steps", "40", "--learning-rate", "1e-05",
+                        "--seed", "7", "-o", str(odd), "--dry-run", cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    (tmp_path / "x.toml").write_text(res.stdout)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = run_inprocess("train", "--config", str(tmp_path / "x.toml"), "--dry-run", cwd=elsewhere)
+    assert again.code == 0, again.stderr
+    assert again.stdout == res.stdout
+    cfg = read_toml(tmp_path / "x.toml")
+    assert cfg["out"] == str(odd) and cfg["learning_rate"] == 1e-05 and cfg["seed"] == 7
+    assert cfg["recipe"] == "modern" and cfg["margin_type"] == "aam" and "valid_trials" not in cfg
+
+
+def test_dry_run_without_inputs_fails_as_a_run_would(tmp_path):
+    res = run_inprocess("train", "--dry-run", cwd=tmp_path)
+    assert res.code == 2 and "missing --train-labels, --features, -o/--out" in res.stderr and res.stdout == ""
+
+
+def test_model_prints_its_network_as_toml_that_train_reads(data, tmp_path):
+    res = run_inprocess("model", "--front-end", "VGG3L", "--kernel-size", "16", "--heads", "4",
+                        "--embedding-size", "16")
+    assert res.code == 0, res.stderr
+    assert "total" in res.stderr and "total" not in res.stdout
+    (tmp_path / "net.toml").write_text(res.stdout)
+    run = run_inprocess("train", "--config", str(tmp_path / "net.toml"), "--train-labels", str(data / "labels.txt"),
+                        "--features", str(data / "feats"), "-o", str(tmp_path / "r"), "--dry-run")
+    assert run.code == 0, run.stderr
+    for line in ('front_end = "VGG3L"', "kernel_size = 16", "heads = 4", "embedding_size = 16"):
+        assert line + "\n" in run.stdout, line
+
+
+def test_toml_writer_round_trips_through_tomllib():
+    import tomllib
+
+    from dasv_cli.io.tomlwrite import dumps
+
+    values = {"s": 'a "b" \\ c\n\td\x01\x7f é', "t": True, "f": False, "i": -3, "big": 10**18, "x": 1e-05,
+              "y": 2.0, "z": 1e300, "n": float("inf"), "m": -float("inf"), "key with space": "v", "none": None}
+    back = tomllib.loads(dumps(values, ["a comment", ""]))
+    assert back == {k: v for k, v in values.items() if v is not None}
+    assert isinstance(back["y"], float) and isinstance(back["i"], int)
+    nan = tomllib.loads(dumps({"q": float("nan")}))["q"]
+    assert nan != nan
 
 
 def test_help_shows_an_example():

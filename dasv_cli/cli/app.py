@@ -44,7 +44,9 @@ def build_app() -> typer.Typer:
 
     app = typer.Typer(
         name="dasv",
-        help="Double Multi-Head Attention speaker verification: features, training, embeddings, scoring.",
+        help="Double Multi-Head Attention speaker verification: features, training, embeddings, scoring.\n\n"
+             "New here? `dasv demo` runs the whole chain on speech bundled with dasv in about a minute, "
+             "and `dasv demo --setup-only -o DIR` writes its lists for a walk-through (see the README).",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -85,12 +87,16 @@ def _show_usage_error(exc: Exception) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (never raises for user errors)."""
-    app = build_app()
+    from typer.main import get_command
+
+    from dasv_cli.cli.helptext import tidy
+
+    command = tidy(get_command(build_app()))
     args = sys.argv[1:] if argv is None else list(argv)
     if "--debug" in args[:1]:
         _state["debug"] = True
     try:
-        rv = app(args=args, prog_name="dasv", standalone_mode=False)
+        rv = command.main(args=args, prog_name="dasv", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:

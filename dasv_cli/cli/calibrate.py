@@ -66,9 +66,8 @@ def calibrate(
     cal = calibrate_score_file(scores, prior, spec, features=features, durations=durations, model=model)
     save_calibration(cal, output)
     t = cal.training
-    weights = ", ".join(f"{k} {v:+.4g}" for k, v in cal.weights.items())
     log(f"calibrated {cal.trials} trials ({cal.targets} target) at prior {cal.prior:g}: "
-        f"llr = {cal.offset:+.4g} + {weights}; written to {output}", force=True)
+        f"{formula(cal.offset, cal.weights)}; written to {output}", force=True)
     log(f"on these trials: Cllr {t['cllr']:.4f} (min {t['min_cllr']:.4f})  "
         f"actDCF@0.01 {t['act_dcf_p01']:.4f} (min {t['min_dcf_p01']:.4f})  "
         f"actDCF@0.05 {t['act_dcf_p05']:.4f} (min {t['min_dcf_p05']:.4f})  EER {t['eer']:.3f}%", force=True)
@@ -77,3 +76,13 @@ def calibrate(
         f"calibration to the model it is for", force=True)
     if json_out:
         stdout_write(json.dumps(cal.to_dict(), indent=2) + "\n")
+
+
+def formula(offset: float, weights: dict[str, float]) -> str:
+    """The affine map as people write it: `llr = 87.91 * score - 86.37` (each sign once, offset last)."""
+    terms = [(w, f" * {name}") for name, w in weights.items()] + [(offset, "")]
+    text = "llr ="
+    for i, (value, name) in enumerate(terms):
+        sign = "-" if value < 0 else ("" if i == 0 else "+")
+        text += f" {sign}{' ' if sign and i else ''}{abs(value):.4g}{name}"
+    return text

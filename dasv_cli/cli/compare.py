@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from dasv_cli.cli.options import device_option
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.eval.compare import AudioEmbedder
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -45,22 +48,24 @@ def compare(
 ) -> None:
     """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
 
-    With --speakers, one recording TEST is ranked against the enrolled speakers: `name<TAB>cosine`, best first.
+    With --speakers, one recording TEST is ranked against the enrolled speakers: `name<TAB>cosine`, best first
+    (with --calibration also LLR and same/different). The decision threshold and its prior go to stderr.
 
     Each file is featurised as `dasv embed --audio` does and embedded once, however many pairs name it.
     """
     from dasv_cli.errors import UsageError
-    from dasv_cli.eval.compare import AudioEmbedder, Pair, compare_pairs, read_pairs
+    from dasv_cli.eval.compare import AudioEmbedder, Pair, compare_pairs, decision_note, read_pairs
     from dasv_cli.progress import log, stdout_write
 
     files = files or []
+    if not 0.0 < prior < 1.0:
+        raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
+    if calibration is None and prior != 0.01:
+        raise UsageError("--prior is for --calibration (the decision needs LLRs)")
     if speakers is not None:
-        if len(files) != 1 or pairs is not None or calibration is not None:
-            raise UsageError("--speakers takes one recording TEST (no --pairs or --calibration)")
-        from dasv_cli.eval.enroll import rank_speakers
-
-        ranked = rank_speakers(AudioEmbedder(model, device), files[0], speakers)
-        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        if len(files) != 1 or pairs is not None:
+            raise UsageError("--speakers takes one recording TEST (no --pairs)")
+        _rank(AudioEmbedder(model, device), files[0], speakers, calibration, prior)
         return
     if pairs is not None:
         if files:
@@ -70,11 +75,25 @@ def compare(
         pair_list = [Pair(files[0], files[1])]
     else:
         raise UsageError(f"compare takes two audio files A B (or --pairs FILE), got {len(files)}")
-    if not 0.0 < prior < 1.0:
-        raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
-    if calibration is None and prior != 0.01:
-        raise UsageError("--prior is for --calibration (the decision needs LLRs)")
     embedder = AudioEmbedder(model, device)
     results = compare_pairs(embedder, pair_list, calibration, prior, any_model=any_model)
     stdout_write("".join(r.line() + "\n" for r in results))
     log(f"{len(results)} pair(s), {embedder.embedded} file(s) embedded with {model}")
+    if calibration is not None:
+        log(decision_note(prior), force=True)
+
+
+def _rank(embedder: "AudioEmbedder", test: str, speakers: Path, calibration: Optional[Path], prior: float) -> None:
+    """`name<TAB>cosine` per enrolled speaker, best first; with a calibration also LLR and same/different."""
+    from dasv_cli.eval.compare import decision_note
+    from dasv_cli.eval.enroll import rank_calibrated, rank_speakers
+    from dasv_cli.progress import log, stdout_write
+
+    if calibration is None:
+        ranked = rank_speakers(embedder, test, speakers)
+        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        return
+    rows = rank_calibrated(embedder, test, speakers, calibration, prior)
+    stdout_write("".join(f"{name}\t{score:.6f}\t{llr:.6f}\t{'same' if same else 'different'}\n"
+                         for name, score, llr, same in rows))
+    log(decision_note(prior), force=True)

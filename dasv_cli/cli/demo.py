@@ -57,8 +57,9 @@ def _print_summary(r: dict) -> None:
     table.add_row("speakers", f"{r['train_speakers']} trained on, {r['trial_speakers']} held out for the trials")
     table.add_row("trials", f"{r['trials']} ({r['targets']} same-speaker, {r['nontargets']} different) "
                             "on held-out speakers the model never heard")
-    table.add_row("training", f"{r['max_steps']} updates; best checkpoint at update {r['best_step']} "
-                              "(picked on these same trials, so the EER is optimistic)")
+    table.add_row("training", f"{r['max_steps']} updates; best checkpoint at update {r['best_step']}, chosen on "
+                              f"{r['selection_trials']} other trials (other recordings of the same held-out "
+                              "speakers), not on those reported here")
     table.add_row("EER", f"{r['eer']:.2f} %")
     table.add_row("minDCF", f"{r['min_dcf_p01']:.3f} (p=0.01), {r['min_dcf_p05']:.3f} (p=0.05)")
     table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()))

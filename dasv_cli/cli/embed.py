@@ -31,10 +31,10 @@ def embed(
                                help="dasv checkpoint (.pt), original research-tool .chkpt, or an ONNX model from `dasv export`."),
     features: Optional[Path] = typer.Option(None, "--features", "-f", metavar="DIR",
                                             help="Feature store from `dasv features`."),
-    audio: Optional[str] = typer.Option(None, "--audio", "-a", metavar="LIST|-",
+    audio: Optional[str] = typer.Option(None, "--audio", metavar="LIST|-",
                                         help="Audio list instead of a store: featurised on the fly with the model's recipe."),
-    audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", metavar="DIR",
-                                             help="Prefix for relative paths in --audio."),
+    audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", "-a", metavar="DIR",
+                                             help="Prefix for relative paths in --audio (-a, as in `dasv features`)."),
     keys: Optional[str] = typer.Option(None, "--keys", "-k", metavar="LIST",
                                        help="Embed only these keys (one per line)."),
     output: str = typer.Option("embeddings.h5", "--output", "-o", metavar="FILE|-",
@@ -55,10 +55,11 @@ def embed(
     from dasv_cli.eval.embed_run import run_embed
 
     progress.set_quiet(quiet)
+    if audio_dir is not None and audio is None:
+        hint = " (-a is --audio-dir, as in `dasv features`; the list is --audio LIST)" if audio_dir.is_file() else ""
+        raise UsageError(f"--audio-dir goes with --audio{hint}")
     if (features is None) == (audio is None):
         raise UsageError("give exactly one of --features DIR or --audio LIST")
-    if audio_dir is not None and audio is None:
-        raise UsageError("--audio-dir goes with --audio")
     if audio == "-" and keys == "-":
         raise UsageError("--audio and --keys cannot both read stdin")
     result = run_embed(model, features=features, audio=audio, audio_dir=audio_dir, keys=keys, output=output,

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     @network_options("shape", "data")
     def model(
         source: Optional[Path] = typer.Option(
-            None, "--from", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
+            None, "--from", metavar="CKPT", help="Start from the config in a dasv checkpoint or an original .chkpt.", show_default=False
         ),
         frames: int = typer.Option(350, "--frames", help="Input length in frames for the output sizes (10 ms each)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show a network's parameter counts (per part), output sizes and multiply-accumulates.
 
-        Without options: the paper's Double MHA network. Options override single settings.
+        Without options: the paper's Double MHA network. Options override single settings. The table
+        goes to stderr; stdout gets the network's options as TOML, which `dasv train --config` reads.
         """
         import json
 
@@ -43,7 +44,11 @@ def register(app: typer.Typer) -> None:
         if json_out:
             typer.echo(json.dumps(summary, indent=2))
         else:
+            from dasv_cli.progress import stdout_write
+            from dasv_cli.train.config import network_toml
+
             _print_table(summary)
+            stdout_write(network_toml(summary["config"]))
 
 
 def _print_table(summary: dict) -> None:

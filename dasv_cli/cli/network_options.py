@@ -19,7 +19,7 @@ def _parameter(f: Any, panel: str | None) -> inspect.Parameter:
     flag = "--" + f.name.replace("_", "-")
     kind = f.metadata["type"]
     decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-    default = "" if f.default is None else f" \\[default: {f.default}]"
+    default = "" if f.default is None else f" [default: {f.default}]"
     option = typer.Option(None, decl, help=f"{f.metadata['help']}{default}", rich_help_panel=panel)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 

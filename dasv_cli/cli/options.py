@@ -38,7 +38,7 @@ def trials_option(forms: str) -> Any:
 
 def device_option(when: str = "") -> Any:
     """--device: `when` says when the device matters (e.g. "With --model: ")."""
-    return typer.Option("auto", "--device", help=when + DEVICE_HELP)
+    return typer.Option("auto", "--device", metavar="DEVICE", help=when + DEVICE_HELP)
 
 
 def read_trial_arguments(trial_files: Optional[List[Path]], trials: Optional[str]) -> tuple["Trials", str]:

@@ -43,7 +43,9 @@ def score(
     device: str = device_option("With --model: "),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE|-",
                                          help="Write the scores TSV here instead of stdout."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (scores only go to -o)."),
+    json_out: bool = typer.Option(False, "--json",
+                                  help="Print the summary as JSON on stdout (scores only go to -o); eer_percent "
+                                       "(and eer) in percent, DCFs as fractions."),
     skip_missing: bool = typer.Option(False, "--skip-missing",
                                       help="Skip trials whose keys have no embedding (counted in the summary)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", metavar="FILE",

@@ -51,21 +51,21 @@ def register(app: typer.Typer) -> None:
     d = TrainConfig()
 
     def dflt(name: str) -> str:
-        return f" \\[default: {getattr(d, name)}]"
+        return f" [default: {getattr(d, name)}]"
 
     @app.command("train", epilog=EPILOG, no_args_is_help=False)
     @network_options("shape", "training", after="config", panel="Network")
     def train_command(
-        train_labels: Optional[str] = typer.Option(None, "--train-labels", help="Train labels: 'key label [None|-1]' (0..N-1) or 'key speaker_name'.", rich_help_panel="Data"),
-        features: Optional[str] = typer.Option(None, "--features", help="Feature store directory (from `dasv features`).", rich_help_panel="Data"),
-        valid_clients: Optional[str] = typer.Option(None, "--valid-clients", help="Validation same-speaker pairs 'key1 key2'.", rich_help_panel="Data"),
-        valid_impostors: Optional[str] = typer.Option(None, "--valid-impostors", help="Validation different-speaker pairs 'key1 key2'.", rich_help_panel="Data"),
-        valid_trials: Optional[str] = typer.Option(None, "--valid-trials", help="Validation trials, VoxCeleb '1|0 key1 key2' or Kaldi 'key1 key2 target|nontarget'.", rich_help_panel="Data"),
-        valid_features: Optional[str] = typer.Option(None, "--valid-features", help="Feature store of the validation utterances \\[default: --features].", rich_help_panel="Data"),
-        out: Optional[str] = typer.Option(None, "-o", "--out", help="Output directory (checkpoints, metrics.jsonl, tb/).", rich_help_panel="Data"),
-        config: Optional[str] = typer.Option(None, "--config", help="TOML file with options \\[default: ./dasv.toml when present].", rich_help_panel="Data"),
-        recipe: Optional[str] = typer.Option(None, "--recipe", help="paper | modern: a preset under dasv.toml and the flags (modern: --augmented, --spec-augment, AAM-Softmax m=0.2 s=32 with margin warm-up, Kaiming init, LR warm-up + cosine decay)." + dflt("recipe"), rich_help_panel="Data"),
-        init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new run (step 0) from this checkpoint's weights, e.g. large-margin fine-tuning of best.pt with longer windows; the classifier is re-drawn when the speakers differ.", rich_help_panel="Data"),
+        train_labels: Optional[str] = typer.Option(None, "--train-labels", metavar="FILE", help="Train labels: 'key label [None|-1]' (0..N-1) or 'key speaker_name'.", rich_help_panel="Data"),
+        features: Optional[str] = typer.Option(None, "--features", metavar="DIR", help="Feature store directory (from `dasv features`).", rich_help_panel="Data"),
+        valid_clients: Optional[str] = typer.Option(None, "--valid-clients", metavar="FILE", help="Validation same-speaker pairs 'key1 key2'.", rich_help_panel="Data"),
+        valid_impostors: Optional[str] = typer.Option(None, "--valid-impostors", metavar="FILE", help="Validation different-speaker pairs 'key1 key2'.", rich_help_panel="Data"),
+        valid_trials: Optional[str] = typer.Option(None, "--valid-trials", metavar="FILE", help="Validation trials, VoxCeleb '1|0 key1 key2' or Kaldi 'key1 key2 target|nontarget'.", rich_help_panel="Data"),
+        valid_features: Optional[str] = typer.Option(None, "--valid-features", metavar="DIR", help="Feature store of the validation utterances [default: --features].", rich_help_panel="Data"),
+        out: Optional[str] = typer.Option(None, "-o", "--out", metavar="DIR", help="Output directory (checkpoints, metrics.jsonl, tb/).", rich_help_panel="Data"),
+        config: Optional[str] = typer.Option(None, "--config", metavar="FILE.toml", help="TOML file with options [default: ./dasv.toml when present].", rich_help_panel="Data"),
+        recipe: Optional[str] = typer.Option(None, "--recipe", metavar="paper|modern", help="paper | modern: a preset under dasv.toml and the flags (modern: --augmented, --spec-augment, AAM-Softmax m=0.2 s=32 with margin warm-up, Kaiming init, LR warm-up + cosine decay)." + dflt("recipe"), rich_help_panel="Data"),
+        init_from: Optional[str] = typer.Option(None, "--init-from", metavar="CKPT", help="Start a new run (step 0) from this checkpoint's weights, e.g. large-margin fine-tuning of best.pt with longer windows; the classifier is re-drawn when the speakers differ.", rich_help_panel="Data"),
         augmented: Optional[bool] = typer.Option(None, "--augmented/--no-augmented", help="Also train on the stored augmented copies (KEY#KIND from `dasv features --augment`) of the labelled keys." + dflt("augmented"), rich_help_panel="Data"),
         online_augment: Optional[str] = typer.Option(None, "--online-augment", metavar="KINDS", help="Augment every training window afresh from its waveform (a store made with `dasv features --keep-audio`): a comma list of reverb, noise, music, babble (or all); then the log-mel on the training device.", rich_help_panel="Data"),
         augment_prob: Optional[float] = typer.Option(None, "--augment-prob", help="With --online-augment: the chance that a window gets one drawn kind." + dflt("augment_prob"), rich_help_panel="Data"),
@@ -97,11 +97,11 @@ def register(app: typer.Typer) -> None:
         precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 (autocast)." + dflt("precision"), rich_help_panel="Machinery"),
         compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network." + dflt("compile"), rich_help_panel="Machinery"),
         channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last convolutions (GPU)." + dflt("channels_last"), rich_help_panel="Machinery"),
-        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N." + dflt("device"), rich_help_panel="Machinery"),
+        device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N." + dflt("device"), rich_help_panel="Machinery"),
         gpus: Optional[int] = typer.Option(None, "--gpus", help="Train on N GPUs with DDP (NCCL).", rich_help_panel="Machinery"),
         procs: Optional[int] = typer.Option(None, "--procs", help="Train with N CPU processes with DDP (gloo).", rich_help_panel="Machinery"),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT/last.pt exactly (model, optimizer, step, RNG).", rich_help_panel="Machinery"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the model summary, then exit.", rich_help_panel="Machinery"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as TOML on stdout (--config reads it back) and the model summary on stderr, then exit.", rich_help_panel="Machinery"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or log lines (errors and warnings still shown).", rich_help_panel="Machinery"),
         **network: Any,
     ) -> int:

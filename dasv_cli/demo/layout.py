@@ -2,7 +2,10 @@
 
 Kept apart from the CLI so that the same preparation serves `dasv demo`, the README walk-through and
 the tests. The split is speaker-disjoint: the model is trained on five speakers and the trials use the
-other three, so the demo's EER is measured on voices the model never heard.
+other three, so the demo's EER is measured on voices the model never heard. The held-out
+speakers' recordings are split too: trials among the first SELECTION_UTTERANCES of each choose the
+checkpoint (validation during training: valid-clients.lst, valid-impostors.lst), and trials among the
+rest give the reported EER (clients.lst, impostors.lst), so the choice does not flatter the figure.
 
 The demo works only in a directory of its own: it writes a marker (`.dasv-demo`, JSON naming the
 entries the demo writes) into a new or empty directory, refuses a non-empty one without it, and
@@ -23,6 +26,8 @@ HELD_OUT_SPEAKERS = ("533", "3331", "2414")
 MARKER = ".dasv-demo"
 MARKER_FORMAT = "dasv-demo"
 TOML_HEADER = "# dasv demo:"
+# Recordings of each held-out speaker whose trials choose the checkpoint; the rest are for the report.
+SELECTION_UTTERANCES = 2
 
 
 def bundled_demo_dir() -> Path:
@@ -41,8 +46,10 @@ class DemoLayout:
     audio: str = "audio"
     audio_list: str = "audio.lst"
     train_labels: str = "train_labels.txt"
-    clients: str = "clients.lst"
+    clients: str = "clients.lst"  # the reported trials
     impostors: str = "impostors.lst"
+    valid_clients: str = "valid-clients.lst"  # the trials that choose the checkpoint (disjoint recordings)
+    valid_impostors: str = "valid-impostors.lst"
     config: str = "dasv.toml"
     features: str = "features"
     run: str = "run"
@@ -56,7 +63,8 @@ class DemoLayout:
 
     def entries(self) -> list[str]:
         """The names the demo writes in its working directory (all that `--fresh` removes)."""
-        return [self.audio, self.audio_list, self.train_labels, self.clients, self.impostors, self.config,
+        return [self.audio, self.audio_list, self.train_labels, self.clients, self.impostors, self.valid_clients,
+                self.valid_impostors, self.config,
                 self.features, self.run, self.embeddings, self.scores, self.det_plot]
 
 
@@ -78,8 +86,8 @@ def demo_toml(layout: DemoLayout, *, max_steps: int, validate_every: int) -> str
 # `dasv train` reads this file from the working directory; command-line flags override it.
 train-labels = "{layout.train_labels}"
 features = "{layout.features}"
-valid-clients = "{layout.clients}"
-valid-impostors = "{layout.impostors}"
+valid-clients = "{layout.valid_clients}"
+valid-impostors = "{layout.valid_impostors}"
 out = "{layout.run}"
 front-end = "VGG3L"
 kernel-size = 64
@@ -111,16 +119,16 @@ def prepare(workdir: str | Path, *, fresh: bool = False, max_steps: int = 300,
     audio_lines = [u + ".flac" for s in TRAIN_SPEAKERS + HELD_OUT_SPEAKERS for u in utts[s]]
     # Speaker names, not numbers: a bare integer label is read as a class index 0..N-1.
     label_lines = [f"{u} LS-{s}" for s in TRAIN_SPEAKERS for u in utts[s]]
-    held = [(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s]]
-    clients, impostors = [], []
-    for (u1, s1), (u2, s2) in itertools.combinations(held, 2):
-        (clients if s1 == s2 else impostors).append(f"{u1} {u2}")
+    choose = _pairs([(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s][:SELECTION_UTTERANCES]])
+    report = _pairs([(u, s) for s in HELD_OUT_SPEAKERS for u in utts[s][SELECTION_UTTERANCES:]])
 
     files = {
         layout.audio_list: audio_lines,
         layout.train_labels: label_lines,
-        layout.clients: clients,
-        layout.impostors: impostors,
+        layout.clients: report[0],
+        layout.impostors: report[1],
+        layout.valid_clients: choose[0],
+        layout.valid_impostors: choose[1],
     }
     for name, lines in files.items():
         _write_if_changed(workdir / name, "\n".join(lines) + "\n")
@@ -185,6 +193,15 @@ def _remove_outputs(layout: DemoLayout, marker: dict) -> None:
                 shutil.rmtree(path)
         except OSError as exc:
             raise DasvError(f"cannot remove {os_error_message(exc, path)}") from exc
+
+
+def _pairs(utterances: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Every pair of (key, speaker)s once: (same-speaker 'key1 key2' lines, different-speaker lines)."""
+    clients: list[str] = []
+    impostors: list[str] = []
+    for (u1, s1), (u2, s2) in itertools.combinations(utterances, 2):
+        (clients if s1 == s2 else impostors).append(f"{u1} {u2}")
+    return clients, impostors
 
 
 def _link_audio(source: Path, link: Path) -> bool:

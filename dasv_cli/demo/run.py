@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from dasv_cli.demo.layout import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS, DemoLayout, prepare
+from dasv_cli.demo.layout import HELD_OUT_SPEAKERS, SELECTION_UTTERANCES, TRAIN_SPEAKERS, DemoLayout, prepare
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,9 @@ def _summary(layout: DemoLayout, workdir: Path, max_steps: int, score: dict[str,
         "train_speakers": len(TRAIN_SPEAKERS),
         "trial_speakers": len(HELD_OUT_SPEAKERS),
         "trials_held_out": True,
+        # best.pt is chosen on other trials (other recordings of the held-out speakers) than those reported
+        "selection_trials": _count_lines(workdir / layout.valid_clients) + _count_lines(workdir / layout.valid_impostors),
+        "selection_utterances_per_speaker": SELECTION_UTTERANCES,
         "best_step": int(ckpt.get("step", 0)),
         "max_steps": max_steps,
         "trials": score.get("trials"),
@@ -204,3 +207,7 @@ def _summary(layout: DemoLayout, workdir: Path, max_steps: int, score: dict[str,
             "config": str(workdir / layout.config),
         },
     }
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())

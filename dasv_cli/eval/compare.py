@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.lists import split_fields
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dasv_cli.eval.calibration import Calibration
 
 DEFAULT_PRIOR = 0.01  # the target prior of the decision; actual DCF is reported at 0.01 and 0.05
 
@@ -164,9 +167,6 @@ def compare_pairs(embedder: AudioEmbedder, pairs: Sequence[Pair], calibration: O
     scores = np.sum(a.astype(np.float64) * b, axis=1)
     results = [Comparison(pr, float(s)) for pr, s in zip(pairs, scores)]
     if cal is not None:
-        from dasv_cli.eval.calibration import apply_calibration
-        from dasv_cli.eval.llr_metrics import bayes_threshold
-
         quality = None
         if cal.quality is not None:
             from dasv_cli.eval.quality import duration_quality
@@ -174,8 +174,28 @@ def compare_pairs(embedder: AudioEmbedder, pairs: Sequence[Pair], calibration: O
             durs = {p: embedder.duration(p) for p in table}
             quality = duration_quality([pr.a for pr in pairs], [pr.b for pr in pairs], durs,
                                        cal.quality.max_duration, "the audio")
-        llr = apply_calibration(cal, scores, quality)
-        t = bayes_threshold(prior)
-        for r, v in zip(results, llr):
-            r.llr, r.same = float(v), bool(v >= t)
+        for r, (v, same) in zip(results, decide(cal, scores, prior, quality)):
+            r.llr, r.same = v, same
     return results
+
+
+def decide(cal: "Calibration", scores: Sequence[float] | np.ndarray, prior: float,
+           quality: Optional[np.ndarray] = None) -> list[tuple[float, bool]]:
+    """(LLR, same?) per cosine: the calibrated score, accepted where it reaches `decision_threshold(prior)`."""
+    from dasv_cli.eval.calibration import apply_calibration
+
+    t = decision_threshold(prior)
+    return [(float(v), bool(v >= t)) for v in apply_calibration(cal, np.asarray(scores, np.float64), quality)]
+
+
+def decision_threshold(prior: float) -> float:
+    """The Bayes threshold on LLRs at target prior `prior` (C_miss = C_fa = 1): -log(prior / (1 - prior))."""
+    from dasv_cli.eval.llr_metrics import bayes_threshold
+
+    return bayes_threshold(prior)
+
+
+def decision_note(prior: float) -> str:
+    """What the same/different column means, for people (stderr)."""
+    return (f"decision: 'same' where LLR >= {decision_threshold(prior):.3f}, the Bayes threshold at target prior "
+            f"{prior:g} (-log(P/(1-P)); --prior P moves it)")

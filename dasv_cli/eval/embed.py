@@ -259,6 +259,7 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
     min_frames = int(model.min_frames)
     failures = failures if failures is not None else []
     short: list[str] = []
+    silent: list[str] = []
     with _Reporter(len(entries), progress, "embedding audio") as rep:
         for start in range(0, len(entries), chunk):
             part = entries[start:start + chunk]
@@ -278,6 +279,8 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
                     rep.advance(1)
                     continue
                 f = np.asarray(normalise(got.feats, got.mean, got.std, norm), dtype=np.float32)
+                if got.silent:
+                    silent.append(f"{entry.path} ({got.level_db:.0f} dBFS)")
                 if f.shape[0] < min_frames:
                     short.append(entry.key)
                 keys.append(entry.key)
@@ -291,6 +294,9 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
     if short:
         shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames were repeated to reach it: {shown}")
+    if silent:
+        shown = ", ".join(silent[:5]) + (", ..." if len(silent) > 5 else "")
+        warn(f"{len(silent)} input(s) (near) silent, their embeddings describe no speaker: {shown}")
 
 
 def _logmel_config(recipe: dict[str, Any] | None):
@@ -336,7 +342,7 @@ def embed_trials_table(model_path: str | Path, features_dir: str | Path, trials:
         present = [k for k in keys if k in store]
         if len(present) != len(keys) and not skip_missing:
             missing = [k for k in keys if k not in store]
-            raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}")
+            raise InputError(describe_missing(missing, len(keys), f"the feature store {features_dir}", trials=trials)
                              + " (--skip-missing scores the rest)")
         norm = checkpoint_norm(ckpt)
         vectors = embed_store(model, store, present, norm=norm, device=dev, progress=progress, check=check)

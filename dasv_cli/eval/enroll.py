@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from dasv_cli.errors import InputError, UsageError
-from dasv_cli.eval.compare import AudioEmbedder
+from dasv_cli.eval.compare import DEFAULT_PRIOR, AudioEmbedder, decide
 from dasv_cli.eval.cosine import l2_normalise
 from dasv_cli.io import embeddings as tables
 
@@ -73,3 +73,19 @@ def rank_speakers(embedder: AudioEmbedder, test: str, speakers: str | Path) -> l
     scores = l2_normalise(table.vectors.astype(np.float64)) @ vec
     order = np.argsort(-scores, kind="stable")
     return [(table.keys[i], float(scores[i])) for i in order]
+
+
+def rank_calibrated(embedder: AudioEmbedder, test: str, speakers: str | Path, calibration: Path,
+                    prior: float = DEFAULT_PRIOR) -> list[tuple[str, float, float, bool]]:
+    """(name, cosine, LLR, same?) of every enrolled speaker against `test`, best first (`compare
+    TEST --speakers --calibration`). A calibration fitted with durations is refused: an enrolled
+    speaker is a mean of recordings and has no one duration."""
+    from dasv_cli.eval.calibration import load_calibration
+
+    cal = load_calibration(calibration)
+    if cal.quality is not None:
+        raise UsageError(f"{calibration}: fitted with --quality {cal.quality.measure}, which an enrolled speaker "
+                         "(a mean of recordings) has no value of; use a calibration fitted without --quality")
+    ranked = rank_speakers(embedder, test, speakers)
+    decided = decide(cal, [score for _, score in ranked], prior)
+    return [(name, score, llr, same) for (name, score), (llr, same) in zip(ranked, decided)]

@@ -108,14 +108,15 @@ class CalibratedSummary:
     nontargets: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: act_dcf_p01, min_dcf_p01, ... for each prior, then cllr, min_cllr, eer."""
+        """JSON-ready: act_dcf_p01, min_dcf_p01, ... for each prior (normalised costs: fractions), then cllr,
+        min_cllr (bits), and the EER in percent (eer_percent; eer too, the key older scripts read)."""
         out: dict[str, Any] = {"trials": self.targets + self.nontargets, "targets": self.targets,
                                "nontargets": self.nontargets}
         for p, v in self.act_dcf.items():
             tag = f"p{p:g}".replace("0.", "")  # 0.01 -> p01, 0.05 -> p05
             out[f"act_dcf_{tag}"] = v
             out[f"min_dcf_{tag}"] = self.min_dcf[p]
-        out.update(cllr=self.cllr, min_cllr=self.min_cllr, eer=self.eer)
+        out.update(cllr=self.cllr, min_cllr=self.min_cllr, eer=self.eer, eer_percent=self.eer)
         return out
 
     def summary(self) -> str:

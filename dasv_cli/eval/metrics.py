@@ -46,12 +46,14 @@ class Metrics:
         return self.targets + self.nontargets
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (the keys `dasv score --json` prints)."""
+        """Plain JSON-ready dict (the keys `dasv score --json` prints): the EER in percent (`eer_percent`,
+        and `eer` as before), minDCFs as normalised costs (fractions, 1.0 = no better than a fixed decision)."""
         out: dict[str, Any] = {
             "trials": self.trials,
             "targets": self.targets,
             "nontargets": self.nontargets,
-            "eer": self.eer,
+            "eer": self.eer,  # percent, as eer_percent says (the key older scripts read)
+            "eer_percent": self.eer,
             "eer_threshold": self.eer_threshold,
             "min_dcf_p01": self.min_dcf_p01,
             "min_dcf_p01_threshold": self.min_dcf_p01_threshold,

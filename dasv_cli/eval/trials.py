@@ -25,11 +25,21 @@ def missing_keys(trials: Trials, keys: Sequence[str] | Mapping[str, int]) -> lis
 
 
 def describe_missing(missing: Sequence[str], total: int, table: str = "the embedding table",
-                     shown: int = 10) -> str:
-    """`N of M trial keys are not in TABLE: k1, k2, ... (K more)`: one line however many are missing."""
+                     shown: int = 10, trials: Trials | None = None) -> str:
+    """`N of M trial keys are not in TABLE: k1, k2, ... (K more)`: one line however many are missing;
+    given the `trials` (read from files), it starts with 'FILE:LINE' of the first trial naming k1."""
     head = ", ".join(missing[:shown])
     more = f", ... ({len(missing) - shown} more)" if len(missing) > shown else ""
-    return f"{len(missing)} of {total} trial keys are not in {table}: {head}{more}"
+    at = _first_naming(trials, missing[0]) if trials is not None and missing else None
+    return f"{at + ': ' if at else ''}{len(missing)} of {total} trial keys are not in {table}: {head}{more}"
+
+
+def _first_naming(trials: Trials, key: str) -> str | None:
+    """'FILE:LINE' of the first trial that names `key` (None when the trials carry no lines)."""
+    for i, (a, b) in enumerate(zip(trials.key1, trials.key2)):
+        if key in (a, b):
+            return trials.where(i)
+    return None
 
 
 def select_trials(trials: Trials, keep: np.ndarray) -> Trials:
@@ -55,6 +65,6 @@ def trial_indices(trials: Trials, keys: Sequence[str] | Mapping[str, int],
         i2 = np.fromiter((index[k] for k in trials.key2), dtype=np.int64, count=len(trials))
     except KeyError:
         missing = missing_keys(trials, index)
-        raise InputError(describe_missing(missing, len(trials.unique_keys()), table)
+        raise InputError(describe_missing(missing, len(trials.unique_keys()), table, trials=trials)
                          + " (--skip-missing scores the rest)") from None
     return i1, i2

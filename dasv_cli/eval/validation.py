@@ -33,7 +33,7 @@ def evaluate_trials(model: Any, store: Any, trials: Trials, norm: str = "cmn", d
     keys = trials.unique_keys()
     absent = [k for k in keys if k not in store]
     if absent:
-        raise InputError(describe_missing(absent, len(keys), "the feature store"))
+        raise InputError(describe_missing(absent, len(keys), "the feature store", trials=trials))
     vectors = embedding.embed_store(model, store, keys, norm=norm, device=device, progress=progress)
     return compute_metrics(cosine_scores(keys, vectors, trials), trials.labels)
 

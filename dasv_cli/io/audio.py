@@ -135,6 +135,8 @@ def _guarded(p: Path, decode):
             raise AudioError(p, "no such file") from None
         if p.is_dir():
             raise AudioError(p, "is a directory, not an audio file") from None
+        if p.stat().st_size == 0:
+            raise AudioError(p, "empty file (0 bytes)") from None
         raise
 
 

@@ -231,9 +231,18 @@ class Trials:
     key1: list[str]
     key2: list[str]
     labels: np.ndarray  # int8 [n], 1 target, 0 non-target
+    # where each trial was read, for errors that name a key: its line, and (first trial, file) per file
+    lines: np.ndarray | None = None
+    files: tuple[tuple[int, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.key1)
+
+    def where(self, i: int) -> str | None:
+        """'FILE:LINE' of trial `i` when the trials were read from files, else None."""
+        if self.lines is None or not self.files:
+            return None
+        return f"{[name for first, name in self.files if first <= i][-1]}:{int(self.lines[i])}"
 
     def unique_keys(self) -> list[str]:
         """Each utterance once, in first-seen order (so each is embedded once)."""
@@ -248,8 +257,10 @@ def read_trials(src: str | Path) -> Trials:
     k1: list[str] = []
     k2: list[str] = []
     labels: list[int] = []
+    lines: list[int] = []
     name = str(src)
     for name, number, fields in iter_fields(src):
+        lines.append(number)
         if len(fields) != 3:
             raise InputError(
                 f"{where(name, number)}: expected '1|0 key1 key2' or 'key1 key2 target|nontarget', "
@@ -270,31 +281,33 @@ def read_trials(src: str | Path) -> Trials:
             )
     if not k1:
         raise InputError(f"{name}: the trial list is empty")
-    return Trials(k1, k2, np.asarray(labels, dtype=np.int8))
+    return Trials(k1, k2, np.asarray(labels, dtype=np.int8), np.asarray(lines, dtype=np.int64), ((0, name),))
 
 
-def _read_pairs(src: str | Path) -> tuple[list[str], list[str], str]:
+def _read_pairs(src: str | Path) -> tuple[list[str], list[str], str, list[int]]:
     k1: list[str] = []
     k2: list[str] = []
+    lines: list[int] = []
     name = str(src)
     for name, number, fields in iter_fields(src):
         if len(fields) != 2:
             raise InputError(f"{where(name, number)}: expected 'key1 key2', got {len(fields)} fields")
         k1.append(key_of(fields[0]))
         k2.append(key_of(fields[1]))
-    return k1, k2, name
+        lines.append(number)
+    return k1, k2, name, lines
 
 
 def read_trial_pair(clients: str | Path, impostors: str | Path) -> Trials:
     """The original tool's pair of trial files: clients (same speaker) and impostors (different)."""
-    c1, c2, cname = _read_pairs(clients)
-    i1, i2, iname = _read_pairs(impostors)
+    c1, c2, cname, clines = _read_pairs(clients)
+    i1, i2, iname, ilines = _read_pairs(impostors)
     if not c1:
         raise InputError(f"{cname}: the client (same-speaker) trial list is empty")
     if not i1:
         raise InputError(f"{iname}: the impostor (different-speaker) trial list is empty")
     labels = np.concatenate([np.ones(len(c1), dtype=np.int8), np.zeros(len(i1), dtype=np.int8)])
-    return Trials(c1 + i1, c2 + i2, labels)
+    return Trials(c1 + i1, c2 + i2, labels, np.asarray(clines + ilines, dtype=np.int64), ((0, cname), (len(c1), iname)))
 
 
 def read_key_list(src: str | Path) -> list[str]:

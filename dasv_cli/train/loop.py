@@ -336,7 +336,7 @@ def train(cfg: TrainConfig, ctx: RunContext | None = None, data: TrainData | Non
         data = prepare_data(cfg, ctx.world)
     if ctx.is_main:
         run_state.check_output(cfg)
-        progress.log(format_config(cfg))
+        progress.log(format_config(cfg).rstrip())
     return trainer_cls(cfg, data, ctx).run()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.paths import require_file
 from dasv_cli.train.config import MODEL_FIELDS, TrainConfig, config_from_dict
-from dasv_cli.train.state import LAST, load_run_checkpoint
+from dasv_cli.train.state import BEST, LAST, load_run_checkpoint
 
 
 def merge_resumed(stored: dict[str, Any], given: dict[str, Any], out: str, where: str) -> TrainConfig:
@@ -40,10 +40,22 @@ def resumed_config(cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     if not cfg.out:
         raise UsageError("--resume needs -o/--out (the run's directory), as a flag or in the config file")
     last = require_file(Path(cfg.out) / LAST, "a checkpoint file", "no checkpoint to resume from")
-    stored = load_run_checkpoint(last).get("config", {}).get("train")
+    try:
+        stored = load_run_checkpoint(last).get("config", {}).get("train")
+    except InputError as exc:
+        raise InputError(exc.message + _way_on(Path(cfg.out))) from exc
     if not isinstance(stored, dict):
         raise InputError(f"{last}: the checkpoint holds no training options to resume with")
     return merge_resumed(stored, given, cfg.out, str(last))
+
+
+def _way_on(out: Path) -> str:
+    """What to do when OUT/last.pt cannot be read: the run's best.pt, when there is one, still can be."""
+    best = out / BEST
+    if best.is_file():
+        return (f"; {best} may still be whole: resume from it (copy it over {LAST}, keeping the damaged one "
+                f"aside) or start a new run from its weights with --init-from {best}")
+    return "; without a readable checkpoint in the run, start a new run (--init-from CKPT takes any other model's weights)"
 
 
 __all__ = ["merge_resumed", "resumed_config"]

@@ -114,15 +114,15 @@ class Window:
         self.t0 = time.time()
 
     def info(self, world: int, last_eer: float | None) -> str:
-        """The progress line: loss, accuracy, samples/s over all ranks, the last EER."""
-        if self.batches == 0:  # just reported: keep showing the last figures
-            return self._last_info
-        elapsed = max(time.time() - self.t0, 1e-9)
-        sps = self.samples * world / elapsed
+        """The progress line: loss, accuracy, samples/s over all ranks (the last report's just after
+        one), then the latest EER (never the one before it: a validation follows a report)."""
+        if self.batches:  # right after a report the window is empty: keep showing its figures
+            elapsed = max(time.time() - self.t0, 1e-9)
+            sps = self.samples * world / elapsed
+            self._last_info = (f"loss {self.loss / self.batches:.3f}  acc {100 * self.correct / max(self.count, 1):.1f}%  "
+                               f"{sps:.0f} samples/s")
         eer = f"  EER {last_eer:.2f}%" if last_eer is not None else ""
-        self._last_info = (f"loss {self.loss / self.batches:.3f}  acc {100 * self.correct / max(self.count, 1):.1f}%  "
-                           f"{sps:.0f} samples/s{eer}")
-        return self._last_info
+        return self._last_info + eer
 
 
 __all__ = ["METRICS", "RunLog", "Window"]

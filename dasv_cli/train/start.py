@@ -12,8 +12,6 @@ from dasv_cli.errors import InputError, UsageError
 from dasv_cli.train.config import TrainConfig, format_config, resolve_config
 from dasv_cli.train.resume import resumed_config
 
-DRY_RUN_SPEAKERS = 5994  # without labels, the paper's VoxCeleb2 speakers
-
 
 def start(flags: dict[str, Any], config_file: str | None = None, dry_run: bool = False,
           debug: bool = False) -> int:
@@ -52,16 +50,14 @@ def initial_network(cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
 
 
 def describe_run(cfg: TrainConfig) -> int:
-    """--dry-run: the resolved config, the model summary and the effective batch; nothing is written."""
+    """--dry-run: the resolved config as TOML on stdout (what `--config` reads back), the model summary
+    and the effective batch on stderr; nothing is written. What a run needs is checked as a run would."""
+    from dasv_cli.io.lists import read_train_labels
     from dasv_cli.train.network import build_model, model_summary
 
-    num_speakers = DRY_RUN_SPEAKERS
-    if cfg.train_labels:
-        from dasv_cli.io.lists import read_train_labels
-
-        num_speakers = read_train_labels(cfg.train_labels).num_classes
-    model = build_model(cfg, num_speakers)
-    progress.log(format_config(cfg), force=True)
+    cfg.check_paths()
+    model = build_model(cfg, read_train_labels(cfg.train_labels).num_classes)
+    progress.stdout_write(format_config(cfg))
     progress.log(model_summary(model), force=True)
     world = cfg.world_size_requested()
     progress.log(f"effective batch: {cfg.batch_size} x {world} process(es) x {cfg.grad_accumulation} accumulation = "
