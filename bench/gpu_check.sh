@@ -13,7 +13,7 @@
 #   train_gpu  bench/train_gpu.py: end-to-end samples/s from shards (fp32; bf16 + channels_last;
 #              + torch.compile) beside the model-only figure, against 3,500 samples/s
 #   model      bench/model.py: embeddings/s (infer-*) and training samples/s (fp32, the original
-#              code's way) of the paper's network and the VGG3L front-end
+#              code's way, the paper's network only) of the paper's network, ResNet34 and ECAPA C=512 (published sizes)
 #   embed      `dasv embed` of the train step's store (3,000 utterances) with its checkpoint:
 #              utterances/s, start-up left out (timed by a 16-utterance run)
 #   smi        nvidia-smi utilisation and memory sampled every 0.5 s during train_gpu: median, peak
@@ -37,7 +37,7 @@ set -u -o pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STEPS="setup train train_gpu model embed smi"
 SMOKE=0 SETUP=auto BUDGET="" ONLY="" OUTDIR=${OUT:-} WORK=""
-declare -A CAP=([setup]=90 [train]=150 [train_gpu]=270 [model]=100 [embed]=70 [smi]=20)
+declare -A CAP=([setup]=90 [train]=150 [train_gpu]=270 [model]=140 [embed]=70 [smi]=20)
 
 usage() { sed -n '2,/^# Exit status/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
@@ -73,10 +73,10 @@ if [ "$SMOKE" = 1 ]; then
     export STORE_ARGS="--utterances 60 --frames 150 --speakers 6 --trials 60" TG_ARGS="--smoke"
     export MODEL_ARGS="--configs small --modes fp32,infer-fp32,infer-bf16-cl --batch 2 --frames 100 --runs 1 --steps 1 --warmup 1 --no-graph-breaks"
 else
-    BUDGET=${BUDGET:-450}; [ "$SETUP" = auto ] && SETUP=1
+    BUDGET=${BUDGET:-480}; [ "$SETUP" = auto ] && SETUP=1
     export DEVICE=cuda TRAIN_DEVICE="--gpus 1" WORKERS=6 NET=""
     export STORE_ARGS="--utterances 3000 --frames 500 --speakers 200 --trials 400" TG_ARGS="--utterances 4000 --steps 80 --warmup 20"
-    export MODEL_ARGS="--configs paper,vgg3l --modes fp32,original-fp32,infer-fp32,infer-bf16-cl --runs 3"
+    export MODEL_ARGS="--configs paper,resnet34,ecapa512 --modes fp32,original-fp32,infer-fp32,infer-bf16-cl --runs 3"
 fi
 export SETUP
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu_check.sh: --budget $BUDGET: seconds expected" >&2; exit 2; }

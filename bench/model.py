@@ -44,6 +44,11 @@ CONFIGS = {
     "small": ModelConfig(kernel_size=128, heads=8, num_speakers=1000),
     # the other front-end: three VGG blocks (K=1024, so frames keep 10 bands each)
     "vgg3l": ModelConfig(front_end="VGG3L"),
+    # the field's baselines at their published sizes (issue 18): WeSpeaker's ResNet34 + TSTP + 256-d,
+    # ECAPA-TDNN C=512 + ASTP + 192-d
+    "resnet34": ModelConfig(front_end="ResNet34", kernel_size=256, pooling="Statistical", head="linear",
+                            embedding_size=256),
+    "ecapa512": ModelConfig(front_end="ECAPA", kernel_size=512, pooling="ASTP", head="bn-linear", embedding_size=192),
 }
 TRAIN_MODES = ("fp32", "bf16-cl", "bf16-cl-compile", "original-fp32")
 MODES = TRAIN_MODES + ("infer-fp32", "infer-bf16-cl")
@@ -256,6 +261,8 @@ def main() -> None:
         for mode in modes:
             if mode.endswith("compile") and not gpu and args.modes is None:
                 continue
+            if mode.startswith("original") and (cfg.pooling != "DoubleMHA" or not cfg.front_end.startswith("VGG")):
+                continue  # the original code had only the VGG + Double MHA network
             warmup = args.warmup if args.warmup is not None else ((10 if mode.endswith("compile") else 5) if gpu else 1)
             try:
                 runner = ModeRunner(cfg, mode, device, batch, frames, args.compile_mode)
