@@ -43,6 +43,12 @@ class VGGFrontEnd(nn.Module):
         self.out_bands = output_frames(n_mels, blocks)
         self.output_size = kernel_size * self.out_bands
         self.min_frames = 2**blocks
+        # For chunked inference (eval/chunked.py): input frames per output frame, and the span of input
+        # frames one output frame sees (3x3 convs and 2x2 pools: 76 for VGG4L, 36 for VGG3L). No layer
+        # looks at the whole utterance, so the front-end can run on overlapping chunks.
+        self.time_stride = 2**blocks
+        self.receptive_field = receptive_field([(3, 1), (3, 1), (2, 2)] * blocks)
+        self.time_global = False
         self._conv_names = tuple((f"conv{b + 1}1", f"conv{b + 1}2") for b in range(blocks))
 
     def output_frames(self, frames: int) -> int:
@@ -62,6 +68,15 @@ class VGGFrontEnd(nn.Module):
         b, c, t, f = x.shape
         # channel-major flattening per frame: [B, C, T', F'] -> [B, T', C * F']
         return x.permute(0, 2, 1, 3).reshape(b, t, c * f)
+
+
+def receptive_field(layers: list[tuple[int, int]]) -> int:
+    """Input frames seen by one output frame of a stack of (kernel, stride) layers along time."""
+    field, jump = 1, 1
+    for kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
 
 
 def build_front_end(name: str, kernel_size: int = 1024, n_mels: int = 80) -> VGGFrontEnd:
