@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dasv_cli.cli.options import device_option
+from dasv_cli.cli.options import chunk_seconds_option, device_option, vad_option
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -19,6 +19,8 @@ EPILOG = """\
   dasv compare --pairs pairs.txt --model best.pt > cosines.tsv
 
   dasv compare unknown.flac --speakers speakers.h5 --model best.pt
+
+  dasv compare meeting.wav interview.m4a --model best.pt --vad --json
 """
 
 
@@ -40,6 +42,10 @@ def compare(
     prior: float = typer.Option(0.01, "--prior", metavar="P",
                                 help="Target prior of the decision: 'same' where LLR >= -log(P / (1 - P))."),
     device: str = device_option("For a checkpoint: "),
+    chunk_seconds: float = chunk_seconds_option(),
+    vad: bool = vad_option(),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON (with each file's speech "
+                                                        "share under --vad) instead of TSV."),
 ) -> None:
     """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
 
@@ -47,6 +53,8 @@ def compare(
 
     Each file is featurised as `dasv embed --audio` does and embedded once, however many pairs name it.
     """
+    import json
+
     from dasv_cli.errors import UsageError
     from dasv_cli.eval.compare import AudioEmbedder, Pair, compare_pairs, read_pairs
     from dasv_cli.progress import log, stdout_write
@@ -57,8 +65,13 @@ def compare(
             raise UsageError("--speakers takes one recording TEST (no --pairs or --calibration)")
         from dasv_cli.eval.enroll import rank_speakers
 
-        ranked = rank_speakers(AudioEmbedder(model, device), files[0], speakers)
-        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        embedder = AudioEmbedder(model, device, chunk_seconds, vad)
+        ranked = rank_speakers(embedder, files[0], speakers)
+        if json_out:
+            stdout_write(json.dumps({"ranking": [{"speaker": n, "cosine": s} for n, s in ranked],
+                                     "speech": embedder.speech}, indent=2) + "\n")
+        else:
+            stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
         return
     if pairs is not None:
         if files:
@@ -72,7 +85,11 @@ def compare(
         raise UsageError(f"--prior must lie strictly between 0 and 1, got {prior}")
     if calibration is None and prior != 0.01:
         raise UsageError("--prior is for --calibration (the decision needs LLRs)")
-    embedder = AudioEmbedder(model, device)
+    embedder = AudioEmbedder(model, device, chunk_seconds, vad)
     results = compare_pairs(embedder, pair_list, calibration, prior)
-    stdout_write("".join(r.line() + "\n" for r in results))
+    if json_out:
+        stdout_write(json.dumps({"pairs": [r.to_dict() for r in results], "speech": embedder.speech}, indent=2)
+                     + "\n")
+    else:
+        stdout_write("".join(r.line() + "\n" for r in results))
     log(f"{len(results)} pair(s), {embedder.embedded} file(s) embedded with {model}")

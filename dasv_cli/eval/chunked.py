@@ -32,6 +32,7 @@ from dasv_cli.dsp.logmel import LogMelConfig, logmel, logmel_frames, normalise
 # Chunk length: VGG4L K=1024 holds ~120 KB of activations per input frame in its first block on a
 # CPU, so 20 s (2,000 frames plus two 80-frame margins) stays near 250 MB.
 DEFAULT_CHUNK_SECONDS = 20.0
+DEFAULT_CHUNK_FRAMES = 2000  # the same at the paper's 10 ms hop, for features already computed
 
 
 def chunk_frames(seconds: float, cfg: LogMelConfig) -> int:
@@ -136,6 +137,15 @@ class TorchParts:
 
     def head(self, frames: np.ndarray) -> np.ndarray:
         return self._run(lambda x: self.model.embed_pooled(self.model.pooling(x)), frames)
+
+
+def parts_of(model: Any, device: str, norm: str) -> tuple[Parts, str]:
+    """(the extractor as Parts, the normalisation its front-end input needs): a SpeakerNet through
+    TorchParts with `norm`; an exported model is Parts itself and names its own normalisation (the
+    callers of its whole graph feed raw log-mel, `norm` "none", since that graph normalises)."""
+    if hasattr(model, "frames") and hasattr(model, "head"):
+        return model, model.norm
+    return TorchParts(model, device), norm
 
 
 def front_end_layout(front_end: Any) -> tuple[int, int, bool] | None:

@@ -31,8 +31,14 @@ class Pair:
 class AudioEmbedder:
     """One loaded extractor (checkpoint or .onnx) turning audio paths into embeddings, each file once."""
 
-    def __init__(self, model_path: str | Path, device: str = "auto") -> None:
+    def __init__(self, model_path: str | Path, device: str = "auto", chunk_seconds: float | None = None,
+                 vad: bool = False) -> None:
+        from dasv_cli.eval.chunked import DEFAULT_CHUNK_SECONDS
+
         self.model_path = Path(model_path)
+        self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+        self.vad = vad
+        self.speech: dict[str, float] = {}  # with vad: each embedded file's share of speech
         self.onnx = self.model_path.suffix.lower() == ".onnx"
         self.embedded = 0  # files featurised and embedded so far (each distinct path once)
         from dasv_cli.eval.embed import checkpoint_norm, checkpoint_recipe, load_extractor, open_onnx_extractor
@@ -74,7 +80,9 @@ class AudioEmbedder:
         failures: list[AudioFailure] = []
         out: dict[str, np.ndarray] = {}
         for keys, vectors in iter_audio_embeddings(self.model, entries, self.recipe, self.norm, self.device,
-                                                   progress=False, failures=failures):
+                                                   progress=False, failures=failures,
+                                                   chunk_seconds=self.chunk_seconds, vad=self.vad,
+                                                   speech=self.speech):
             out.update(zip(keys, vectors))
         if failures:
             raise InputError(_named(failures[0].path, where, failures[0].reason))
@@ -120,6 +128,10 @@ class Comparison:
     cosine: float
     llr: Optional[float] = None
     same: Optional[bool] = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"a": self.pair.a, "b": self.pair.b, "cosine": self.cosine, "llr": self.llr,
+                "decision": None if self.same is None else ("same" if self.same else "different")}
 
     def line(self) -> str:
         fields = [self.pair.a, self.pair.b, f"{self.cosine:.6f}"]

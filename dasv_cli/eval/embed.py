@@ -20,6 +20,7 @@ import numpy as np
 
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import DasvError, InputError
+from dasv_cli.eval.chunked import DEFAULT_CHUNK_FRAMES, DEFAULT_CHUNK_SECONDS
 from dasv_cli.eval.trials import describe_missing
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,8 +179,9 @@ class _Reporter:
 def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                           progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
                           max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
-                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+                          chunk: int = DEFAULT_CHUNK_FRAMES) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done.
+    An utterance longer than `chunk` frames is embedded alone, through eval.chunked.
 
     `check` is called before each batch (e.g. InterruptFlag.check: a Ctrl-C stops there)."""
     from dasv_cli.dsp.logmel import normalise
@@ -200,7 +202,13 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
         shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames are repeated to reach it: {shown}")
     with _Reporter(len(keys), progress, "embedding") as rep:
-        for batch in length_batches(lengths, max_frames, max_batch):
+        for i in [i for i, n in enumerate(lengths) if n > chunk]:
+            if check is not None:
+                check()
+            yield [keys[i]], _embed_long(model, store, keys[i], norm, device, chunk)[None]
+            rep.advance(1)
+        fits = np.array([i for i, n in enumerate(lengths) if n <= chunk], dtype=np.int64)
+        for batch in (fits[b] for b in length_batches([lengths[i] for i in fits], max_frames, max_batch)):
             if check is not None:
                 check()
             feats = []
@@ -213,6 +221,15 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
             vectors = _forward(model, np.stack(feats), device)
             rep.advance(len(batch))
             yield [keys[i] for i in batch], vectors
+
+
+def _embed_long(model: Any, store: Any, key: str, norm: str, device: str, chunk: int) -> np.ndarray:
+    """One long stored utterance's embedding [E], its front-end run `chunk` frames at a time."""
+    from dasv_cli.eval.chunked import Features, embed_features, parts_of
+
+    parts, norm = parts_of(model, device, norm)
+    feats = Features.of_array(store[key], norm, chunk, stats=store.stats(key))
+    return embed_features(parts, feats, chunk, key)
 
 
 def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
@@ -238,53 +255,83 @@ class AudioFailure:
 
 def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: dict[str, Any] | None,
                           norm: str = "cmn", device: str = "cpu", progress: bool = True,
-                          failures: list[AudioFailure] | None = None, chunk: int = 256,
-                          max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
+                          failures: list[AudioFailure] | None = None,
+                          chunk_seconds: float = DEFAULT_CHUNK_SECONDS, vad: bool = False,
+                          speech: dict[str, float] | None = None,
                           check: Callable[[], None] | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """Like iter_store_embeddings, but featurising audio files on the fly with the `dasv features`
-    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`;
-    `check` is called before each file and each batch."""
-    from dasv_cli.dsp.logmel import normalise
-    from dasv_cli.features.compute import compute_file  # the exact `dasv features` computation
+    recipe (`recipe`: the checkpoint's; the paper's when None), one file in memory at a time, each
+    embedded whole through eval.chunked (`chunk_seconds` of audio through the front-end at a time).
+    With `vad`, only what Silero VAD calls speech is embedded, and `speech[key]` gets its share of the
+    file. Unusable files (unreadable, digital silence, no speech) go to `failures`; `check` is called
+    before each file."""
+    from dasv_cli.eval.chunked import embed_features, parts_of
     from dasv_cli.io.audio import AudioError
     from dasv_cli.progress import warn
 
     cfg = _logmel_config(recipe)
-    min_frames = int(model.min_frames)
+    chunk = chunk_of(chunk_seconds, recipe)
+    parts, norm = parts_of(model, device, norm)
     failures = failures if failures is not None else []
     short: list[str] = []
     with _Reporter(len(entries), progress, "embedding audio") as rep:
-        for start in range(0, len(entries), chunk):
-            part = entries[start:start + chunk]
-            keys: list[str] = []
-            feats: list[np.ndarray] = []
-            for entry in part:
-                if check is not None:
-                    check()
-                try:
-                    got = compute_file(str(entry.path), cfg, "float32")
-                except AudioError as exc:
-                    failures.append(AudioFailure(str(entry.path), exc.reason))
-                    rep.advance(1)
-                    continue
-                except ValueError as exc:  # shorter than one analysis window
-                    failures.append(AudioFailure(str(entry.path), str(exc)))
-                    rep.advance(1)
-                    continue
-                f = np.asarray(normalise(got.feats, got.mean, got.std, norm), dtype=np.float32)
-                if f.shape[0] < min_frames:
-                    short.append(entry.key)
-                keys.append(entry.key)
-                feats.append(_fit_min_frames(f, min_frames))
-            for batch in length_batches([f.shape[0] for f in feats], max_frames, max_batch):
-                if check is not None:
-                    check()
-                vectors = _forward(model, np.stack([feats[i] for i in batch]), device)
-                rep.advance(len(batch))
-                yield [keys[i] for i in batch], vectors
+        for entry in entries:
+            if check is not None:
+                check()
+            try:
+                feats, ratio = _audio_features(str(entry.path), cfg, norm, chunk, vad)
+            except AudioError as exc:
+                failures.append(AudioFailure(str(entry.path), exc.reason))
+                rep.advance(1)
+                continue
+            except ValueError as exc:  # shorter than one analysis window, silence, no speech
+                failures.append(AudioFailure(str(entry.path), str(exc)))
+                rep.advance(1)
+                continue
+            if ratio is not None and speech is not None:
+                speech[entry.key] = ratio
+            if feats.total < parts.min_frames:
+                short.append(entry.key)
+            vector = embed_features(parts, feats, chunk, str(entry.path))
+            rep.advance(1)
+            yield [entry.key], vector[None]
     if short:
         shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
-        warn(f"{len(short)} utterance(s) shorter than {min_frames} frames were repeated to reach it: {shown}")
+        warn(f"{len(short)} utterance(s) shorter than {parts.min_frames} frames were repeated to reach it: {shown}")
+
+
+def _audio_features(path: str, cfg: Any, norm: str, chunk: int, vad: bool) -> tuple[Any, float | None]:
+    """(eval.chunked.Features of the file, speech share with `vad` else None); the waveform is dropped
+    once its log-mel is computed. ValueError for digital silence, no speech, or too short audio."""
+    from dasv_cli.eval.chunked import Features
+    from dasv_cli.io.audio import read_audio
+    from dasv_cli.progress import log
+
+    wave = read_audio(path, cfg.sample_rate).wave
+    if not np.any(wave):
+        raise ValueError("digital silence: every sample is zero (no speaker to embed)")
+    ratio = None
+    if vad:
+        from dasv_cli.dsp.vad import speech_only
+
+        total = wave.shape[0] / cfg.sample_rate
+        wave, ratio = speech_only(wave, cfg.sample_rate)
+        log(f"{path}: speech {100 * ratio:.1f}% ({wave.shape[0] / cfg.sample_rate:.1f} s of {total:.1f} s)",
+            force=True)
+        if wave.shape[0] == 0:
+            raise ValueError("no speech found by --vad (silence or noise only); nothing to embed")
+    return Features.of_wave(wave, cfg, norm, chunk), ratio
+
+
+def chunk_of(seconds: float, recipe: dict[str, Any] | None) -> int:
+    """Frames in `seconds` at the hop of a checkpoint's recipe (UsageError unless positive)."""
+    from dasv_cli.errors import UsageError
+    from dasv_cli.eval.chunked import chunk_frames
+
+    try:
+        return chunk_frames(seconds, _logmel_config(recipe))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _logmel_config(recipe: dict[str, Any] | None):
