@@ -121,3 +121,55 @@ def test_time_global_front_end_runs_whole_with_a_warning(speech, capsys) -> None
     got = embed_features(TorchParts(net), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK, name="x.wav")
     np.testing.assert_allclose(got, whole(net, logmel(wave, cfg)), atol=1e-5)
     assert "x.wav" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("waveform", [False, True])
+def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -> None:
+    """The exported graph cut at its front-end (deploy.split), run chunk by chunk, gives what the whole
+    graph gives on the whole recording."""
+    pytest.importorskip("onnxruntime")
+    from test_export import save_tiny_checkpoint
+
+    from dasv_cli.deploy.export import export_onnx
+    from dasv_cli.deploy.runtime import OnnxExtractor
+
+    net = tiny("VGG4L")
+    save_tiny_checkpoint(tmp_path / "t.pt", net, "cmvn")
+    export_onnx(tmp_path / "t.pt", tmp_path / "t.onnx", waveform=waveform)
+    runtime = OnnxExtractor(tmp_path / "t.onnx", threads=1)
+    assert runtime.layout() == (16, 76, False)
+    cfg = LogMelConfig()
+    for frames in (9, CHUNK + 1, 3 * CHUNK - 1, 6 * CHUNK + 5):
+        wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
+        ref = runtime.embed_waveforms(wave[None])[0]
+        got = embed_features(runtime, Features.of_wave(wave, cfg, runtime.norm, block=48), CHUNK)
+        assert np.abs(got - ref).max() < 1e-4 and cosine(got, ref) >= 0.9999, (frames, np.abs(got - ref).max())
+
+
+def test_audio_list_is_read_one_file_at_a_time(demo_files, monkeypatch) -> None:
+    """Each file is embedded (and yielded) before the next one is decoded."""
+    import dasv_cli.io.audio as audio
+    from dasv_cli.eval.embed import iter_audio_embeddings
+    from dasv_cli.io.lists import AudioEntry
+
+    read = []
+    real = audio.read_audio
+    monkeypatch.setattr(audio, "read_audio", lambda path, *a, **k: read.append(path) or real(path, *a, **k))
+    entries = [AudioEntry(key=f.stem, path=f, line=i + 1) for i, f in enumerate(demo_files[:3])]
+    for n, (keys, vectors) in enumerate(iter_audio_embeddings(tiny("VGG3L"), entries, None, progress=False)):
+        assert len(read) == n + 1 and keys == [entries[n].key] and vectors.shape == (1, 12)
+    assert len(read) == 3
+
+
+def test_long_stored_utterances_are_chunked_with_the_same_embeddings(data) -> None:
+    """embed --features / validate: utterances longer than the chunk go through eval.chunked."""
+    from dasv_cli.eval.embed import embed_store
+    from dasv_cli.io.store.reader import FeatureStore
+
+    net = tiny("VGG4L")
+    with FeatureStore(data / "feats") as store:
+        keys = store.keys()[:6]
+        assert max(store.length(k) for k in keys) > 2 * CHUNK
+        whole_pass = embed_store(net, store, keys, progress=False, chunk=10**9)
+        chunked = embed_store(net, store, keys, progress=False, chunk=CHUNK)
+    np.testing.assert_allclose(chunked, whole_pass, atol=1e-4)

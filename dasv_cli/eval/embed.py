@@ -234,7 +234,8 @@ def _embed_long(model: Any, store: Any, key: str, norm: str, device: str, chunk:
 
 def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                 progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
-                max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None) -> np.ndarray:
+                max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
+                chunk: int = DEFAULT_CHUNK_FRAMES) -> np.ndarray:
     """float32 [len(keys), E]: the embedding of each whole utterance, rows in the order of `keys`
     (`check` before each batch, as for iter_store_embeddings)."""
     model = getattr(model, "module", model)
@@ -242,7 +243,7 @@ def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", 
     out = np.zeros((len(keys), int(model.embedding_size)), dtype=np.float32)
     row = {k: i for i, k in enumerate(keys)}
     for done, vectors in iter_store_embeddings(model, store, keys, norm, device, progress, max_frames, max_batch,
-                                               check):
+                                               check, chunk):
         out[[row[k] for k in done]] = vectors
     return out
 
