@@ -149,7 +149,7 @@ def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -
 def test_audio_list_is_read_one_file_at_a_time(demo_files, monkeypatch) -> None:
     """Each file is embedded (and yielded) before the next one is decoded."""
     import dasv_cli.io.audio as audio
-    from dasv_cli.eval.embed import iter_audio_embeddings
+    from dasv_cli.eval.audio_embed import iter_audio_embeddings
     from dasv_cli.io.lists import AudioEntry
 
     read = []

@@ -1,7 +1,7 @@
 """`dasv compare`: embed a few audio files with a checkpoint or an exported ONNX model, and score pairs of
 them (cosine; with a calibration also the LLR and the Bayes decision at a prior).
 
-Audio is featurised exactly as `dasv embed --audio` does: through eval.embed.iter_audio_embeddings,
+Audio is featurised exactly as `dasv embed --audio` does: through eval.audio_embed.iter_audio_embeddings,
 with a checkpoint or an exported ONNX model (eval.embed.open_onnx_extractor: its graph normalises the
 raw log-mel itself). Each distinct file is embedded once, however many pairs name it.
 """
@@ -73,7 +73,8 @@ class AudioEmbedder:
         return read_audio(path).seconds
 
     def _embed(self, paths: list[str], where: dict[str, str]) -> dict[str, np.ndarray]:
-        from dasv_cli.eval.embed import AudioFailure, iter_audio_embeddings
+        from dasv_cli.eval.audio_embed import iter_audio_embeddings
+        from dasv_cli.eval.embed import AudioFailure
         from dasv_cli.io.lists import AudioEntry
 
         entries = [AudioEntry(key=p, path=Path(p), line=i + 1) for i, p in enumerate(paths)]

@@ -17,6 +17,8 @@ import numpy as np
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_PARTIAL, InputError
 from dasv_cli.eval import embed as embedding
+from dasv_cli.eval.audio_embed import chunk_of, iter_audio_embeddings
+from dasv_cli.eval.chunked import DEFAULT_CHUNK_SECONDS
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io import embeddings as tables
 from dasv_cli.io.atomic import check_writable
@@ -126,7 +128,7 @@ def _save(output: str, kind: str, existing: tables.Embeddings, attrs: dict[str, 
 def run_embed(model: Path, *, features: Path | None = None, audio: str | None = None,
               audio_dir: Path | None = None, keys: str | None = None, output: str = "embeddings.h5",
               device: str = "auto", max_frames: int = embedding.DEFAULT_MAX_FRAMES,
-              progress: bool = True, chunk_seconds: float = embedding.DEFAULT_CHUNK_SECONDS,
+              progress: bool = True, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
               vad: bool = False) -> EmbedRun:
     """Embed the utterances of a feature store (`features`) or an audio list (`audio`, featurised on
     the fly with the checkpoint's recipe), or only `keys` of them, into `output`.
@@ -172,7 +174,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
         all_keys = wanted if wanted is not None else store.keys()
         batches: Batches = embedding.iter_store_embeddings(net, store, existing.missing(all_keys), norm=feed_norm,
                                                            device=dev, progress=progress, max_frames=max_frames,
-                                                           check=interrupt.check, chunk=embedding.chunk_of(
+                                                           check=interrupt.check, chunk=chunk_of(
                                                                chunk_seconds, embedding.checkpoint_recipe(ckpt)))
     else:
         entries = read_audio_list(audio, audio_dir)
@@ -182,7 +184,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
             entries = [e for e in entries if e.key in keep]
         all_keys = [e.key for e in entries]
         todo = set(existing.missing(all_keys))
-        batches = embedding.iter_audio_embeddings(net, [e for e in entries if e.key in todo],
+        batches = iter_audio_embeddings(net, [e for e in entries if e.key in todo],
                                                   embedding.checkpoint_recipe(ckpt), norm=feed_norm, device=dev,
                                                   progress=progress, failures=failures,
                                                   chunk_seconds=chunk_seconds, vad=vad, speech=speech,
