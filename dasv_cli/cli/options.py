@@ -43,7 +43,7 @@ def device_option(when: str = "") -> Any:
 
 def chunk_seconds_option() -> Any:
     """--chunk-seconds: audio through the front-end at a time (memory, not the result, depends on it)."""
-    return typer.Option(20.0, "--chunk-seconds", metavar="S",
+    return typer.Option(10.0, "--chunk-seconds", metavar="S",
                         help="Seconds of audio through the network at a time: bounds memory on long recordings "
                              "(the embedding is the whole recording's either way).")
 
