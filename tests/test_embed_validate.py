@@ -295,7 +295,7 @@ def test_interrupted_embed_keeps_finished_batches(lab, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "iter_store_embeddings", interrupted)
     out = tmp_path / "part.h5"
     options = dict(model=lab["model"], features=lab["store"], audio=None, audio_dir=None, keys=None,
-                   output=str(out), device="cpu", max_frames=4000, quiet=True)
+                   output=str(out), device="cpu", max_frames=4000, chunk_seconds=10.0, vad=False, quiet=True)
     with pytest.raises(KeyboardInterrupt):
         embed(**options)
     part = read_embeddings(out)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from dasv_cli.cli.options import device_option
+from dasv_cli.cli.options import chunk_seconds_option, device_option, vad_option
 
 if TYPE_CHECKING:  # pragma: no cover
     from dasv_cli.eval.compare import AudioEmbedder
@@ -22,6 +22,8 @@ EPILOG = """\
   dasv compare --pairs pairs.txt --model best.pt > cosines.tsv
 
   dasv compare unknown.flac --speakers speakers.h5 --model best.pt
+
+  dasv compare meeting.wav interview.m4a --model best.pt --vad --json
 """
 
 
@@ -45,6 +47,10 @@ def compare(
     any_model: bool = typer.Option(False, "--any-model",
                                    help="Apply --calibration even with another model than it was fitted for."),
     device: str = device_option("For a checkpoint: "),
+    chunk_seconds: float = chunk_seconds_option(),
+    vad: bool = vad_option(),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON (with each file's speech "
+                                                        "share under --vad) instead of TSV."),
 ) -> None:
     """Embed audio files and print `A<TAB>B<TAB>cosine` per pair (with --calibration also LLR and same/different).
 
@@ -53,6 +59,8 @@ def compare(
 
     Each file is featurised as `dasv embed --audio` does and embedded once, however many pairs name it.
     """
+    import json
+
     from dasv_cli.errors import UsageError
     from dasv_cli.eval.compare import AudioEmbedder, Pair, compare_pairs, decision_note, read_pairs
     from dasv_cli.progress import log, stdout_write
@@ -65,7 +73,7 @@ def compare(
     if speakers is not None:
         if len(files) != 1 or pairs is not None:
             raise UsageError("--speakers takes one recording TEST (no --pairs)")
-        _rank(AudioEmbedder(model, device), files[0], speakers, calibration, prior)
+        _rank(AudioEmbedder(model, device, chunk_seconds, vad), files[0], speakers, calibration, prior, json_out)
         return
     if pairs is not None:
         if files:
@@ -75,25 +83,43 @@ def compare(
         pair_list = [Pair(files[0], files[1])]
     else:
         raise UsageError(f"compare takes two audio files A B (or --pairs FILE), got {len(files)}")
-    embedder = AudioEmbedder(model, device)
+    embedder = AudioEmbedder(model, device, chunk_seconds, vad)
     results = compare_pairs(embedder, pair_list, calibration, prior, any_model=any_model)
-    stdout_write("".join(r.line() + "\n" for r in results))
+    if json_out:
+        stdout_write(json.dumps({"pairs": [r.to_dict() for r in results], "speech": embedder.speech}, indent=2)
+                     + "\n")
+    else:
+        stdout_write("".join(r.line() + "\n" for r in results))
     log(f"{len(results)} pair(s), {embedder.embedded} file(s) embedded with {model}")
     if calibration is not None:
         log(decision_note(prior), force=True)
 
 
-def _rank(embedder: "AudioEmbedder", test: str, speakers: Path, calibration: Optional[Path], prior: float) -> None:
-    """`name<TAB>cosine` per enrolled speaker, best first; with a calibration also LLR and same/different."""
+def _rank(embedder: "AudioEmbedder", test: str, speakers: Path, calibration: Optional[Path], prior: float,
+          json_out: bool = False) -> None:
+    """`name<TAB>cosine` per enrolled speaker, best first; with a calibration also LLR and same/different
+    (`--json`: the same as JSON, with the file's speech share under --vad)."""
+    import json
+
     from dasv_cli.eval.compare import decision_note
     from dasv_cli.eval.enroll import rank_calibrated, rank_speakers
     from dasv_cli.progress import log, stdout_write
 
     if calibration is None:
         ranked = rank_speakers(embedder, test, speakers)
-        stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
+        if json_out:
+            stdout_write(json.dumps({"ranking": [{"speaker": n, "cosine": s} for n, s in ranked],
+                                     "speech": embedder.speech}, indent=2) + "\n")
+        else:
+            stdout_write("".join(f"{name}\t{score:.6f}\n" for name, score in ranked))
         return
     rows = rank_calibrated(embedder, test, speakers, calibration, prior)
+    if json_out:
+        stdout_write(json.dumps({"ranking": [{"speaker": n, "cosine": s, "llr": llr, "decision": "same" if same
+                                              else "different"} for n, s, llr, same in rows],
+                                 "speech": embedder.speech}, indent=2) + "\n")
+        log(decision_note(prior), force=True)
+        return
     stdout_write("".join(f"{name}\t{score:.6f}\t{llr:.6f}\t{'same' if same else 'different'}\n"
                          for name, score, llr, same in rows))
     log(decision_note(prior), force=True)

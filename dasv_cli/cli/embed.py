@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from dasv_cli.cli.options import device_option
+from dasv_cli.cli.options import chunk_seconds_option, device_option, vad_option
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -18,7 +18,11 @@ EPILOG = """\
 
   dasv embed --model original.chkpt --features feats/ --keys enrol.lst -o enrol.npy
 
-Re-running with an existing .h5 table computes only the keys it does not hold yet.
+  dasv embed --model best.pt --audio meetings.lst --vad -o meetings.h5
+
+Re-running with an existing .h5 table computes only the keys it does not hold yet. Audio files are
+read one at a time and each goes through the network --chunk-seconds at a time, so an hour-long
+recording needs no more memory than a short one's chunk (and gets its whole-recording embedding).
 """
 
 
@@ -42,6 +46,8 @@ def embed(
     device: str = device_option(),
     max_frames: int = typer.Option(4000, "--max-frames", min=1,
                                    help="Frames per batch (utterances of equal length share a batch)."),
+    chunk_seconds: float = chunk_seconds_option(),
+    vad: bool = vad_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Embed every utterance once (whole utterance, batched by equal length, on GPU when present).
@@ -60,9 +66,12 @@ def embed(
         raise UsageError(f"--audio-dir goes with --audio{hint}")
     if (features is None) == (audio is None):
         raise UsageError("give exactly one of --features DIR or --audio LIST")
+    if vad and audio is None:
+        raise UsageError("--vad goes with --audio (a feature store holds no waveforms to find speech in)")
     if audio == "-" and keys == "-":
         raise UsageError("--audio and --keys cannot both read stdin")
     result = run_embed(model, features=features, audio=audio, audio_dir=audio_dir, keys=keys, output=output,
-                       device=device, max_frames=max_frames, progress=not quiet)
+                       device=device, max_frames=max_frames, progress=not quiet, chunk_seconds=chunk_seconds,
+                       vad=vad)
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from dasv_cli.cli.options import device_option
+from dasv_cli.cli.options import chunk_seconds_option, device_option, vad_option
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -31,6 +31,8 @@ def enroll(
     output: Path = typer.Option(Path("speakers.h5"), "--output", "-o", metavar="FILE.h5",
                                 help="Speakers table: created, or extended (other speakers are kept)."),
     device: str = device_option("For a checkpoint: "),
+    chunk_seconds: float = chunk_seconds_option(),
+    vad: bool = vad_option(),
 ) -> None:
     """Enrol NAME: the mean of the L2-normalised embeddings of FILES, stored under NAME in the table.
 
@@ -40,6 +42,6 @@ def enroll(
     from dasv_cli.eval.enroll import enroll as enroll_speaker
     from dasv_cli.progress import log
 
-    got = enroll_speaker(AudioEmbedder(model, device), name, files, output)
+    got = enroll_speaker(AudioEmbedder(model, device, chunk_seconds, vad), name, files, output)
     verb = "re-enrolled (replacing the previous enrolment)" if got.replaced else "enrolled"
     log(f"{got.name} {verb} from {got.recordings} recording(s); {output} holds {got.speakers} speaker(s)", force=True)

@@ -41,6 +41,19 @@ def device_option(when: str = "") -> Any:
     return typer.Option("auto", "--device", metavar="DEVICE", help=when + DEVICE_HELP)
 
 
+def chunk_seconds_option() -> Any:
+    """--chunk-seconds: audio through the front-end at a time (memory, not the result, depends on it)."""
+    return typer.Option(10.0, "--chunk-seconds", metavar="S",
+                        help="Seconds of audio through the network at a time: bounds memory on long recordings "
+                             "(the embedding is the whole recording's either way).")
+
+
+def vad_option() -> Any:
+    """--vad: embed only what Silero VAD calls speech (the 'vad' extra)."""
+    return typer.Option(False, "--vad", help="Drop non-speech first (Silero VAD; pip install 'dasv[vad]'); "
+                                             "each file's share of speech goes to stderr.")
+
+
 def read_trial_arguments(trial_files: Optional[List[Path]], trials: Optional[str]) -> tuple["Trials", str]:
     """(Trials, display name) from CLIENTS IMPOSTORS or --trials; contradictions are usage errors."""
     from dasv_cli.errors import UsageError

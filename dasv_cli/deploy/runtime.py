@@ -45,6 +45,10 @@ class OnnxExtractor:
             raise InputError(f"{self.path}: not a loadable ONNX model ({first})") from None
         self.info = ModelInfo.from_props(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         self._logmel_cfg: Any = None
+        self._make_session = lambda graph: ort.InferenceSession(graph, options, providers=list(
+            providers or ["CPUExecutionProvider"]))
+        self._split: Any = None  # (front-end session, head session, input, frames), made when first needed
+        self._layout: Any = ()
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -104,6 +108,41 @@ class OnnxExtractor:
         from dasv_cli.dsp.logmel import logmel
 
         return self.run(np.stack([logmel(w, cfg) for w in x]))
+
+    # -- front-end and head apart, for eval.chunked -----------------------------------------------
+    def layout(self) -> tuple[int, int, bool] | None:
+        """The front-end's (time_stride, receptive_field, time_global), read off the network it was
+        exported from (built on torch's meta device), or None when the graph cannot be cut there."""
+        if self._layout == ():
+            from dasv_cli.deploy.split import split_sessions
+            from dasv_cli.eval.chunked import front_end_layout
+            from dasv_cli.model import ModelConfig, SpeakerNet
+
+            import torch
+
+            with torch.device("meta"):
+                net = SpeakerNet(ModelConfig.from_dict(self.info.model_config))
+            self._layout = front_end_layout(net.front_end)
+            if self._layout is not None:
+                self._split = split_sessions(self.path, self._make_session)
+                self._layout = self._layout if self._split is not None else None
+        return self._layout
+
+    def _cut(self) -> tuple[Any, Any, str, str]:
+        if self.layout() is None:
+            raise InputError(f"{self.path}: its front-end cannot be found in the graph, so it cannot be run a "
+                             f"chunk at a time; export it again with this dasv")
+        return self._split
+
+    def frames(self, feats: np.ndarray) -> np.ndarray:
+        """Normalised log-mel [1, T, n_mels] (T >= min_frames) -> frame vectors [1, T', D]."""
+        front, _, name, _ = self._cut()
+        return front.run(None, {name: np.ascontiguousarray(feats, dtype=np.float32)})[0]
+
+    def head(self, frames: np.ndarray) -> np.ndarray:
+        """Frame vectors [1, T', D] -> embeddings [1, E] (pooling and FC block)."""
+        _, head, _, name = self._cut()
+        return head.run([OUTPUT_NAME], {name: np.ascontiguousarray(frames, dtype=np.float32)})[0]
 
     # -- many utterances ----------------------------------------------------------------------
     def embed(self, items: Sequence[np.ndarray], max_frames: int = DEFAULT_MAX_FRAMES,

@@ -239,8 +239,6 @@ def _torch_constants(cfg: LogMelConfig, device: Any) -> tuple[Any, Any]:
 
 
 def _logmel_numpy(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
-    from scipy.fft import rfft  # pocketfft: ~5x faster than numpy.fft on [frames, 512] here
-
     if wave.ndim != 1:
         raise ValueError(f"expected a 1-D waveform, got shape {tuple(wave.shape)}")
     n = int(wave.shape[0])
@@ -249,10 +247,30 @@ def _logmel_numpy(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
             f"too short: {n} samples, less than one {cfg.win_length}-sample "
             f"({1000 * cfg.win_length / cfg.sample_rate:g} ms) analysis window"
         )
-    window, mel = _constants(cfg)
     x = np.asarray(wave, dtype=np.float32)
     if n < cfg.n_fft:  # one window but less than one FFT frame: the waveform is zero-padded at the end
         x = np.concatenate([x, np.zeros(cfg.n_fft - n, dtype=np.float32)])
+    return _logmel_of(x, None, cfg)
+
+
+def logmel_frames(wave: np.ndarray, start: int, stop: int, cfg: LogMelConfig = LogMelConfig()) -> np.ndarray:
+    """Frames [start, stop) of logmel(wave, cfg), computed from only the samples they need, with the
+    same numbers: a long recording is featurised a block at a time and its whole spectrogram is never
+    held. Needs a waveform of at least one FFT frame (a shorter one has a single frame: use logmel)."""
+    total = cfg.num_frames(int(wave.shape[0]))
+    if wave.shape[0] < cfg.n_fft or not 0 <= start < stop <= total:
+        raise ValueError(f"frames [{start}, {stop}) of a {wave.shape[0]}-sample waveform ({total} frames)")
+    first = start * cfg.hop_length
+    x = np.asarray(wave[first:(stop - 1) * cfg.hop_length + cfg.n_fft], dtype=np.float32)
+    return _logmel_of(x, None if first == 0 else np.float32(wave[first - 1]), cfg)
+
+
+def _logmel_of(x: np.ndarray, before: np.float32 | None, cfg: LogMelConfig) -> np.ndarray:
+    """Log-mel of float32 samples `x` (at least n_fft); `before` is the sample preceding them (None at
+    the start of the recording), which the pre-emphasis of x[0] needs."""
+    from scipy.fft import rfft  # pocketfft: ~5x faster than numpy.fft on [frames, 512] here
+
+    window, mel = _constants(cfg)
     total = int(x.shape[0])
     # pre-emphasis y[0] = (1 - a) x[0]; y[i] = x[i] - a x[i-1], computed as (x[i] - x[i-1]) + (1 - a) x[i-1]:
     # neighbouring samples nearly cancel, and the difference of two float32 samples is (nearly) exact,
@@ -262,7 +280,10 @@ def _logmel_numpy(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     y = np.empty(total, dtype=np.float32)
     np.subtract(x[1:], x[:-1], out=y[1:])
     y[1:] += rest * x[:-1]
-    y[0] = rest * x[0]
+    if before is None:
+        y[0] = rest * x[0]
+    else:  # the same arithmetic as y[i] above, with x[-1] the sample before this block
+        y[0] = (x[0] - before) + rest * before
     frames = 1 + (total - cfg.n_fft) // cfg.hop_length
     # [frames, n_fft] overlapping views of y, times the zero-padded window: one copy, then the FFT
     framed = np.lib.stride_tricks.as_strided(y, (frames, cfg.n_fft), (cfg.hop_length * 4, 4), writeable=False)

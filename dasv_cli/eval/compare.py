@@ -1,7 +1,7 @@
 """`dasv compare`: embed a few audio files with a checkpoint or an exported ONNX model, and score pairs of
 them (cosine; with a calibration also the LLR and the Bayes decision at a prior).
 
-Audio is featurised exactly as `dasv embed --audio` does: through eval.embed.iter_audio_embeddings,
+Audio is featurised exactly as `dasv embed --audio` does: through eval.audio_embed.iter_audio_embeddings,
 with a checkpoint or an exported ONNX model (eval.embed.open_onnx_extractor: its graph normalises the
 raw log-mel itself). Each distinct file is embedded once, however many pairs name it.
 """
@@ -35,8 +35,14 @@ class Pair:
 class AudioEmbedder:
     """One loaded extractor (checkpoint or .onnx) turning audio paths into embeddings, each file once."""
 
-    def __init__(self, model_path: str | Path, device: str = "auto") -> None:
+    def __init__(self, model_path: str | Path, device: str = "auto", chunk_seconds: float | None = None,
+                 vad: bool = False) -> None:
+        from dasv_cli.eval.chunked import DEFAULT_CHUNK_SECONDS
+
         self.model_path = Path(model_path)
+        self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+        self.vad = vad
+        self.speech: dict[str, float] = {}  # with vad: each embedded file's share of speech
         self.onnx = self.model_path.suffix.lower() == ".onnx"
         self.embedded = 0  # files featurised and embedded so far (each distinct path once)
         from dasv_cli.eval.embed import checkpoint_norm, checkpoint_recipe, load_extractor, open_onnx_extractor
@@ -80,14 +86,17 @@ class AudioEmbedder:
         return read_audio(path).seconds
 
     def _embed(self, paths: list[str], where: dict[str, str]) -> dict[str, np.ndarray]:
-        from dasv_cli.eval.embed import AudioFailure, iter_audio_embeddings
+        from dasv_cli.eval.audio_embed import iter_audio_embeddings
+        from dasv_cli.eval.embed import AudioFailure
         from dasv_cli.io.lists import AudioEntry
 
         entries = [AudioEntry(key=p, path=Path(p), line=i + 1) for i, p in enumerate(paths)]
         failures: list[AudioFailure] = []
         out: dict[str, np.ndarray] = {}
         for keys, vectors in iter_audio_embeddings(self.model, entries, self.recipe, self.norm, self.device,
-                                                   progress=False, failures=failures):
+                                                   progress=False, failures=failures,
+                                                   chunk_seconds=self.chunk_seconds, vad=self.vad,
+                                                   speech=self.speech):
             out.update(zip(keys, vectors))
         if failures:
             raise InputError(_named(failures[0].path, where, failures[0].reason))
@@ -133,6 +142,10 @@ class Comparison:
     cosine: float
     llr: Optional[float] = None
     same: Optional[bool] = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"a": self.pair.a, "b": self.pair.b, "cosine": self.cosine, "llr": self.llr,
+                "decision": None if self.same is None else ("same" if self.same else "different")}
 
     def line(self) -> str:
         fields = [self.pair.a, self.pair.b, f"{self.cosine:.6f}"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import DasvError, InputError
+from dasv_cli.eval.chunked import DEFAULT_CHUNK_FRAMES
 from dasv_cli.eval.trials import describe_missing
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,14 +157,14 @@ def length_batches(lengths: Sequence[int], max_frames: int = DEFAULT_MAX_FRAMES,
 
 
 @dataclass
-class _Reporter:
+class Reporter:
     total: int
     enabled: bool
     description: str
     _progress: Any = field(default=None, init=False)
     _task: Any = field(default=None, init=False)
 
-    def __enter__(self) -> "_Reporter":
+    def __enter__(self) -> "Reporter":
         if self.enabled:
             from dasv_cli.progress import make_progress
 
@@ -184,8 +185,9 @@ class _Reporter:
 def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                           progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
                           max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
-                          ) -> Iterator[tuple[list[str], np.ndarray]]:
+                          chunk: int = DEFAULT_CHUNK_FRAMES) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yields (keys, embeddings float32 [b, E]) batch by batch, so a caller can keep what is done.
+    An utterance longer than `chunk` frames is embedded alone, through eval.chunked.
 
     `check` is called before each batch (e.g. InterruptFlag.check: a Ctrl-C stops there)."""
     from dasv_cli.dsp.logmel import normalise
@@ -205,8 +207,14 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
     if short:
         shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
         warn(f"{len(short)} utterance(s) shorter than {min_frames} frames are repeated to reach it: {shown}")
-    with _Reporter(len(keys), progress, "embedding") as rep:
-        for batch in length_batches(lengths, max_frames, max_batch):
+    with Reporter(len(keys), progress, "embedding") as rep:
+        for i in [i for i, n in enumerate(lengths) if n > chunk]:
+            if check is not None:
+                check()
+            yield [keys[i]], _embed_long(model, store, keys[i], norm, device, chunk)[None]
+            rep.advance(1)
+        fits = np.array([i for i, n in enumerate(lengths) if n <= chunk], dtype=np.int64)
+        for batch in (fits[b] for b in length_batches([lengths[i] for i in fits], max_frames, max_batch)):
             if check is not None:
                 check()
             feats = []
@@ -221,9 +229,19 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
             yield [keys[i] for i in batch], vectors
 
 
+def _embed_long(model: Any, store: Any, key: str, norm: str, device: str, chunk: int) -> np.ndarray:
+    """One long stored utterance's embedding [E], its front-end run `chunk` frames at a time."""
+    from dasv_cli.eval.chunked import Features, embed_features, parts_of
+
+    parts, norm = parts_of(model, device, norm)
+    feats = Features.of_array(store[key], norm, chunk, stats=store.stats(key))
+    return embed_features(parts, feats, chunk, key)
+
+
 def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", device: str = "cpu",
                 progress: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
-                max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None) -> np.ndarray:
+                max_batch: int = DEFAULT_MAX_BATCH, check: Callable[[], None] | None = None,
+                chunk: int = DEFAULT_CHUNK_FRAMES) -> np.ndarray:
     """float32 [len(keys), E]: the embedding of each whole utterance, rows in the order of `keys`
     (`check` before each batch, as for iter_store_embeddings)."""
     model = getattr(model, "module", model)
@@ -231,7 +249,7 @@ def embed_store(model: Any, store: Any, keys: Sequence[str], norm: str = "cmn", 
     out = np.zeros((len(keys), int(model.embedding_size)), dtype=np.float32)
     row = {k: i for i, k in enumerate(keys)}
     for done, vectors in iter_store_embeddings(model, store, keys, norm, device, progress, max_frames, max_batch,
-                                               check):
+                                               check, chunk):
         out[[row[k] for k in done]] = vectors
     return out
 
@@ -242,64 +260,7 @@ class AudioFailure:
     reason: str
 
 
-def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: dict[str, Any] | None,
-                          norm: str = "cmn", device: str = "cpu", progress: bool = True,
-                          failures: list[AudioFailure] | None = None, chunk: int = 256,
-                          max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
-                          check: Callable[[], None] | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Like iter_store_embeddings, but featurising audio files on the fly with the `dasv features`
-    recipe (`recipe`: the checkpoint's; the paper's when None). Unusable files go to `failures`;
-    `check` is called before each file and each batch."""
-    from dasv_cli.dsp.logmel import normalise
-    from dasv_cli.features.compute import compute_file  # the exact `dasv features` computation
-    from dasv_cli.io.audio import AudioError
-    from dasv_cli.progress import warn
-
-    cfg = _logmel_config(recipe)
-    min_frames = int(model.min_frames)
-    failures = failures if failures is not None else []
-    short: list[str] = []
-    silent: list[str] = []
-    with _Reporter(len(entries), progress, "embedding audio") as rep:
-        for start in range(0, len(entries), chunk):
-            part = entries[start:start + chunk]
-            keys: list[str] = []
-            feats: list[np.ndarray] = []
-            for entry in part:
-                if check is not None:
-                    check()
-                try:
-                    got = compute_file(str(entry.path), cfg, "float32")
-                except AudioError as exc:
-                    failures.append(AudioFailure(str(entry.path), exc.reason))
-                    rep.advance(1)
-                    continue
-                except ValueError as exc:  # shorter than one analysis window
-                    failures.append(AudioFailure(str(entry.path), str(exc)))
-                    rep.advance(1)
-                    continue
-                f = np.asarray(normalise(got.feats, got.mean, got.std, norm), dtype=np.float32)
-                if got.silent:
-                    silent.append(f"{entry.path} ({got.level_db:.0f} dBFS)")
-                if f.shape[0] < min_frames:
-                    short.append(entry.key)
-                keys.append(entry.key)
-                feats.append(_fit_min_frames(f, min_frames))
-            for batch in length_batches([f.shape[0] for f in feats], max_frames, max_batch):
-                if check is not None:
-                    check()
-                vectors = _forward(model, np.stack([feats[i] for i in batch]), device)
-                rep.advance(len(batch))
-                yield [keys[i] for i in batch], vectors
-    if short:
-        shown = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
-        warn(f"{len(short)} utterance(s) shorter than {min_frames} frames were repeated to reach it: {shown}")
-    if silent:
-        shown = ", ".join(silent[:5]) + (", ..." if len(silent) > 5 else "")
-        warn(f"{len(silent)} input(s) (near) silent, their embeddings describe no speaker: {shown}")
-
-
-def _logmel_config(recipe: dict[str, Any] | None):
+def logmel_config(recipe: dict[str, Any] | None):
     from dasv_cli.dsp.logmel import LogMelConfig
 
     if not recipe:

@@ -17,6 +17,8 @@ import numpy as np
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_PARTIAL, InputError
 from dasv_cli.eval import embed as embedding
+from dasv_cli.eval.audio_embed import chunk_of, iter_audio_embeddings
+from dasv_cli.eval.chunked import DEFAULT_CHUNK_SECONDS
 from dasv_cli.interrupts import InterruptFlag
 from dasv_cli.io import embeddings as tables
 from dasv_cli.io.atomic import check_writable
@@ -34,6 +36,7 @@ class EmbedRun:
     where: str  # the output file, or "stdout"
     norm: str
     failures: list[embedding.AudioFailure] = field(default_factory=list)
+    speech: dict[str, float] = field(default_factory=dict)  # with --vad: each file's share of speech
 
     @property
     def exit_code(self) -> int:
@@ -123,7 +126,8 @@ def _save(output: str, kind: str, existing: tables.Embeddings, attrs: dict[str, 
 def run_embed(model: Path, *, features: Path | None = None, audio: str | None = None,
               audio_dir: Path | None = None, keys: str | None = None, output: str = "embeddings.h5",
               device: str = "auto", max_frames: int = embedding.DEFAULT_MAX_FRAMES,
-              progress: bool = True) -> EmbedRun:
+              progress: bool = True, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+              vad: bool = False) -> EmbedRun:
     """Embed the utterances of a feature store (`features`) or an audio list (`audio`, featurised on
     the fly with the checkpoint's recipe), or only `keys` of them, into `output`.
 
@@ -136,12 +140,12 @@ def run_embed(model: Path, *, features: Path | None = None, audio: str | None = 
     wanted = read_key_list(keys) if keys is not None else None
     with InterruptFlag() as interrupt:
         return _run(model, features, audio, audio_dir, keys, wanted, output, kind, dev, max_frames, progress,
-                    interrupt)
+                    interrupt, chunk_seconds, vad)
 
 
 def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path | None, keys: str | None,
          wanted: list[str] | None, output: str, kind: str, dev: str, max_frames: int, progress: bool,
-         interrupt: InterruptFlag) -> EmbedRun:
+         interrupt: InterruptFlag, chunk_seconds: float, vad: bool) -> EmbedRun:
     if Path(model).suffix.lower() == ".onnx":
         net, ckpt, feed_norm = embedding.open_onnx_extractor(model)
     else:
@@ -153,6 +157,7 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
     existing = _existing_table(output, kind, attrs, int(net.embedding_size))
 
     failures: list[embedding.AudioFailure] = []
+    speech: dict[str, float] = {}
     store = None
     if features is not None:
         from dasv_cli.io.store.reader import FeatureStore
@@ -167,7 +172,8 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
         all_keys = wanted if wanted is not None else store.keys()
         batches: Batches = embedding.iter_store_embeddings(net, store, existing.missing(all_keys), norm=feed_norm,
                                                            device=dev, progress=progress, max_frames=max_frames,
-                                                           check=interrupt.check)
+                                                           check=interrupt.check, chunk=chunk_of(
+                                                               chunk_seconds, embedding.checkpoint_recipe(ckpt)))
     else:
         entries = read_audio_list(audio, audio_dir)
         if wanted is not None:
@@ -176,9 +182,10 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
             entries = [e for e in entries if e.key in keep]
         all_keys = [e.key for e in entries]
         todo = set(existing.missing(all_keys))
-        batches = embedding.iter_audio_embeddings(net, [e for e in entries if e.key in todo],
+        batches = iter_audio_embeddings(net, [e for e in entries if e.key in todo],
                                                   embedding.checkpoint_recipe(ckpt), norm=feed_norm, device=dev,
-                                                  progress=progress, failures=failures, max_frames=max_frames,
+                                                  progress=progress, failures=failures,
+                                                  chunk_seconds=chunk_seconds, vad=vad, speech=speech,
                                                   check=interrupt.check)
 
     if len(existing) and kind == "h5":
@@ -204,4 +211,4 @@ def _run(model: Path, features: Path | None, audio: str | None, audio_dir: Path 
     log(f"embedded {len(done_keys)} utterance(s) with {model} ({norm}) -> {where}")
     if failures:
         warn(f"{len(failures)} audio file(s) could not be used (listed above); the rest are embedded")
-    return EmbedRun(embedded=len(done_keys), where=where, norm=norm, failures=failures)
+    return EmbedRun(embedded=len(done_keys), where=where, norm=norm, failures=failures, speech=speech)

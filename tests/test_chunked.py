@@ -1,0 +1,175 @@
+"""Chunked embedding (eval/chunked.py): the same embedding as one whole-utterance pass, for every
+front-end dasv has, at lengths around chunk boundaries; and the log-mel computed block by block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dasv_cli.dsp.logmel import LogMelConfig, logmel, logmel_frames, normalise, utterance_stats
+from dasv_cli.eval.chunked import Features, TorchParts, embed_features, frame_sequence, plan_chunks
+from dasv_cli.model import ModelConfig, SpeakerNet
+from dasv_cli.model.config import FRONT_ENDS
+
+torch.set_num_threads(1)
+
+CHUNK = 64  # frames: small, so that short real speech crosses several chunk boundaries
+
+
+def tiny(front_end: str, pooling: str = "DoubleMHA", seed: int = 0) -> SpeakerNet:
+    """(Statistical pooling with the paper's numerics: the original's std is NaN for one frame vector.)"""
+    torch.manual_seed(seed)
+    net = SpeakerNet(ModelConfig(front_end=front_end, kernel_size=16, heads=4, embedding_size=12, num_speakers=5,
+                                 pooling=pooling, numerics="paper" if pooling == "Statistical" else "original"))
+    for m in net.modules():  # BatchNorm statistics away from identity, so the head is not trivial
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def speech(demo_files) -> np.ndarray:
+    from dasv_cli.io.audio import read_audio
+
+    return np.concatenate([read_audio(f).wave for f in demo_files[:3]]).astype(np.float32)
+
+
+def whole(net: SpeakerNet, feats: np.ndarray, norm: str = "cmn") -> np.ndarray:
+    x = normalise(feats, *utterance_stats(feats), norm)
+    if x.shape[0] < net.min_frames:
+        x = np.concatenate([x] * -(-net.min_frames // x.shape[0]))[:net.min_frames]
+    with torch.no_grad():
+        return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])[0].numpy()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 100000])
+def test_logmel_in_blocks_is_the_whole_logmel(speech, block) -> None:
+    cfg = LogMelConfig()
+    wave = speech[:16000 * 3 + 123]
+    ref = logmel(wave, cfg)
+    got = np.concatenate([logmel_frames(wave, s, min(s + block, ref.shape[0]), cfg)
+                          for s in range(0, ref.shape[0], block)])
+    np.testing.assert_array_equal(got, ref)
+    feats = Features.of_wave(wave, cfg, "cmvn", block)
+    mean, std = utterance_stats(ref)
+    np.testing.assert_allclose(feats.mean, mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(feats.std, std, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(feats.read(3, ref.shape[0] - 2), normalise(ref, mean, std, "cmvn")[3:-2], atol=1e-5)
+
+
+@pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
+def test_declared_receptive_field_is_enough(front_end) -> None:
+    """Perturbing input frame i changes only outputs j with i in [j S - field, (j + 1) S + field): the
+    margin chunking relies on. Some output must change (the probe is not blind)."""
+    fe = tiny(front_end).front_end
+    stride, field = fe.time_stride, fe.receptive_field
+    assert fe.time_global is False
+    torch.manual_seed(1)
+    x = torch.randn(1, 240, 80)
+    with torch.no_grad():
+        base = fe(x)
+        for i in (0, 5, 63, 64, 120, 239):
+            y = x.clone()
+            y[0, i] += 10.0
+            changed = torch.nonzero((fe(y) - base).abs().amax(dim=2)[0] > 0).flatten().tolist()
+            assert changed, (front_end, i)
+            for j in changed:
+                assert j * stride - field <= i < (j + 1) * stride + field, (front_end, i, j, stride, field)
+
+
+def test_plan_chunks_covers_every_frame_once() -> None:
+    for total in (1, 15, 16, 17, 63, 64, 65, 1000):
+        chunks = plan_chunks(total, 16, 76, 64)
+        assert chunks[0].start == 0 and chunks[-1].stop == total
+        assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+        assert all(c.start % 16 == 0 and c.lo % 16 == 0 and c.lo <= c.start < c.stop <= c.hi for c in chunks)
+
+
+@pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
+@pytest.mark.parametrize("pooling", ["DoubleMHA", "Statistical"])
+def test_chunked_embedding_is_the_whole_utterance_one(speech, front_end, pooling) -> None:
+    net = tiny(front_end, pooling)
+    parts = TorchParts(net)
+    cfg = LogMelConfig()
+    full = logmel(speech, cfg)
+    # shorter than the minimum, than one chunk, chunk multiples +- 1 frame, several chunks, not aligned
+    for frames in (5, net.min_frames, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK + 1, 5 * CHUNK + 37,
+                   full.shape[0]):
+        wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
+        ref = whole(net, logmel(wave, cfg))
+        got = embed_features(parts, Features.of_wave(wave, cfg, "cmn", block=48), CHUNK)
+        assert np.abs(got - ref).max() < 1e-4, (front_end, frames, np.abs(got - ref).max())
+        assert cosine(got, ref) >= 0.9999
+        if frames >= net.min_frames:  # the frame-level sequence itself, before the pooling averages it
+            feats = Features.of_wave(wave, cfg, "cmn", block=48)
+            with torch.no_grad():
+                one_pass = net.front_end(torch.from_numpy(feats.read(0, feats.total))[None]).numpy()
+            np.testing.assert_allclose(frame_sequence(parts, feats, CHUNK), one_pass, rtol=1e-4, atol=1e-5)
+
+
+def test_time_global_front_end_runs_whole_with_a_warning(speech, capsys) -> None:
+    net = tiny("VGG3L")
+    net.front_end.time_global = True
+    cfg = LogMelConfig()
+    wave = speech[:16000 * 4]
+    got = embed_features(TorchParts(net), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK, name="x.wav")
+    np.testing.assert_allclose(got, whole(net, logmel(wave, cfg)), atol=1e-5)
+    assert "x.wav" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("waveform", [False, True])
+def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -> None:
+    """The exported graph cut at its front-end (deploy.split), run chunk by chunk, gives what the whole
+    graph gives on the whole recording."""
+    pytest.importorskip("onnxruntime")
+    from test_export import save_tiny_checkpoint
+
+    from dasv_cli.deploy.export import export_onnx
+    from dasv_cli.deploy.runtime import OnnxExtractor
+
+    net = tiny("VGG4L")
+    save_tiny_checkpoint(tmp_path / "t.pt", net, "cmvn")
+    export_onnx(tmp_path / "t.pt", tmp_path / "t.onnx", waveform=waveform)
+    runtime = OnnxExtractor(tmp_path / "t.onnx", threads=1)
+    assert runtime.layout() == (16, 76, False)
+    cfg = LogMelConfig()
+    for frames in (9, CHUNK + 1, 3 * CHUNK - 1, 6 * CHUNK + 5):
+        wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
+        ref = runtime.embed_waveforms(wave[None])[0]
+        got = embed_features(runtime, Features.of_wave(wave, cfg, runtime.norm, block=48), CHUNK)
+        assert np.abs(got - ref).max() < 1e-4 and cosine(got, ref) >= 0.9999, (frames, np.abs(got - ref).max())
+
+
+def test_audio_list_is_read_one_file_at_a_time(demo_files, monkeypatch) -> None:
+    """Each file is embedded (and yielded) before the next one is decoded."""
+    import dasv_cli.io.audio as audio
+    from dasv_cli.eval.audio_embed import iter_audio_embeddings
+    from dasv_cli.io.lists import AudioEntry
+
+    read = []
+    real = audio.read_audio
+    monkeypatch.setattr(audio, "read_audio", lambda path, *a, **k: read.append(path) or real(path, *a, **k))
+    entries = [AudioEntry(key=f.stem, path=f, line=i + 1) for i, f in enumerate(demo_files[:3])]
+    for n, (keys, vectors) in enumerate(iter_audio_embeddings(tiny("VGG3L"), entries, None, progress=False)):
+        assert len(read) == n + 1 and keys == [entries[n].key] and vectors.shape == (1, 12)
+    assert len(read) == 3
+
+
+def test_long_stored_utterances_are_chunked_with_the_same_embeddings(data) -> None:
+    """embed --features / validate: utterances longer than the chunk go through eval.chunked."""
+    from dasv_cli.eval.embed import embed_store
+    from dasv_cli.io.store.reader import FeatureStore
+
+    net = tiny("VGG4L")
+    with FeatureStore(data / "feats") as store:
+        keys = store.keys()[:6]
+        assert max(store.length(k) for k in keys) > 2 * CHUNK
+        whole_pass = embed_store(net, store, keys, progress=False, chunk=10**9)
+        chunked = embed_store(net, store, keys, progress=False, chunk=CHUNK)
+    np.testing.assert_allclose(chunked, whole_pass, atol=1e-4)
