@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dasv_cli.dsp.logmel import logmel_batch
+from dasv_cli.dsp.logmel_torch import logmel_batch
 from dasv_cli.io.store.reader import FeatureStore, tile_rows
 from tests.conftest import run_dasv, same_store_content
 

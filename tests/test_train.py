@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dasv_cli.errors import DasvError, InputError, UsageError
-from dasv_cli.train.config import TrainConfig, format_config, read_toml, resolve_config
+from dasv_cli.train.config import TrainConfig, read_toml, resolve_config
+from dasv_cli.train.config_text import format_config
 from dasv_cli.train.windows import WindowBatchSampler, WindowDataset, epoch_plan, tile_to
 from conftest import TINY_FLAGS, read_metrics, run_dasv, run_inprocess, signal_when, start_dasv, tiny_config
 

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary, indent=2))
         else:
             from dasv_cli.progress import stdout_write
-            from dasv_cli.train.config import network_toml
+            from dasv_cli.train.config_text import network_toml
 
             _print_table(summary)
             stdout_write(network_toml(summary["config"]))

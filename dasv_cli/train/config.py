@@ -325,37 +325,9 @@ def config_from_dict(data: dict[str, Any], where: str = "checkpoint") -> TrainCo
     return TrainConfig(**data)
 
 
-def format_config(cfg: TrainConfig, source: Path | None = None) -> str:
-    """The resolved config as TOML that `--config` reads back to the same config (printed at start,
-    and on stdout by --dry-run): paths made absolute, unset options left out, `resume` (a flag only)
-    too."""
-    import os
-
-    from dasv_cli.io.tomlwrite import dumps
-
-    items = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
-    for name in PATH_FIELDS:
-        if items.get(name):
-            items[name] = os.path.abspath(os.path.expanduser(items[name]))
-    head = f"defaults <- {source} <- flags" if source else "defaults <- recipe <- dasv.toml or --config <- flags"
-    return dumps(items, [f"dasv train: the resolved config ({head})"])
-
-
-def network_toml(model: dict[str, Any]) -> str:
-    """A network's options (a ModelConfig dict) as TOML for `dasv train --config`; the sizes that
-    training takes from its data (bands, speakers) are shown as comments."""
-    from dasv_cli.io.tomlwrite import dumps
-
-    data = [f"{f.name} = {model[f.name]!r}: from the data when training"
-            for f in model_config.options("data") if f.name in model]
-    return dumps({k: model[k] for k in MODEL_FIELDS if k in model},
-                 ["dasv model: the network's options (dasv train --config reads them)", *data])
-
-
 def model_config_dict(cfg: TrainConfig, num_speakers: int, n_mels: int = 80) -> dict[str, Any]:
     """The ModelConfig fields (network contract): the run's network options and the data's sizes."""
     return {**{name: getattr(cfg, name) for name in MODEL_FIELDS}, "n_mels": n_mels, "num_speakers": num_speakers}
 
 
-__all__ = ["TrainConfig", "read_toml", "resolve_config", "config_from_dict", "format_config", "network_toml",
-           "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "NETWORK_OPTIONS", "PATH_FIELDS"]
+__all__ = ["TrainConfig", "read_toml", "resolve_config", "config_from_dict", "model_config_dict", "DEFAULT_TOML", "MODEL_FIELDS", "NETWORK_OPTIONS", "PATH_FIELDS"]

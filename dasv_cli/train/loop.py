@@ -22,7 +22,8 @@ from dasv_cli import progress
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import EXIT_INTERRUPTED, DasvError
 from dasv_cli.train import state as run_state
-from dasv_cli.train.config import TrainConfig, format_config
+from dasv_cli.train.config import TrainConfig
+from dasv_cli.train.config_text import format_config
 from dasv_cli.train.inputs import TrainData, open_store, prepare_data
 from dasv_cli.train.network import build_model, check_window, make_optimizer, train_step
 from dasv_cli.train.plateau import exhausted, judge

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from dasv_cli.augment.online import SourceStores, augment, parse_kinds, plan_batch
-from dasv_cli.dsp.logmel import LogMelConfig, logmel_batch, normalise
+from dasv_cli.dsp.logmel import LogMelConfig, normalise
+from dasv_cli.dsp.logmel_torch import logmel_batch
 from dasv_cli.errors import DasvError, InputError
 from dasv_cli.io.store.layout import check_recipe
 

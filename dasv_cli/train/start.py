@@ -9,7 +9,8 @@ from typing import Any
 
 from dasv_cli import progress
 from dasv_cli.errors import InputError, UsageError
-from dasv_cli.train.config import TrainConfig, format_config, resolve_config
+from dasv_cli.train.config import TrainConfig, resolve_config
+from dasv_cli.train.config_text import format_config
 from dasv_cli.train.resume import resumed_config
 
 
