@@ -334,7 +334,7 @@ def test_toml_writer_round_trips_through_tomllib():
 
 
 def test_help_shows_an_example():
-    res = run_inprocess("train", "--help")
+    res = run_inprocess("train", "--help", env={"COLUMNS": "200"})  # wide: a default is not wrapped mid-way
     assert res.code == 0
     for flag in ("--front-end", "--kernel-size", "--heads", "--embedding-size", "--pooling", "--mask-prob",
                  "--optimizer", "--learning-rate", "--weight-decay", "--batch-size", "--grad-accumulation",
