@@ -41,6 +41,12 @@ CONFIGS = {
     "paper": ModelConfig(),
     "small": ModelConfig(kernel_size=128, heads=8, num_speakers=1000),
     "tiny": ModelConfig(kernel_size=16, heads=4, embedding_size=12, num_speakers=7),
+    # the accuracy benchmark's network (bench/train_real.py) and the field's baselines (issue 18)
+    "k128": ModelConfig(kernel_size=128, heads=8, embedding_size=128, num_speakers=28),
+    "resnet34": ModelConfig(front_end="ResNet34", kernel_size=256, pooling="Statistical", head="linear",
+                            embedding_size=256, num_speakers=28),
+    "ecapa512": ModelConfig(front_end="ECAPA", kernel_size=512, pooling="ASTP", head="bn-linear", embedding_size=192,
+                            num_speakers=28),
 }
 DEMO = Path(__file__).resolve().parents[1] / "dasv_cli" / "data" / "demo"
 
@@ -51,7 +57,7 @@ def build_net(cfg: ModelConfig, waves: list[np.ndarray]) -> SpeakerNet:
     crops = [normalise(f, *utterance_stats(f), "cmn")[:150] for f in (logmel(w) for w in waves)]
     net.train()
     for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             m.momentum = None
             m.reset_running_stats()
     with torch.no_grad():
