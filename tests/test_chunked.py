@@ -173,3 +173,41 @@ def test_long_stored_utterances_are_chunked_with_the_same_embeddings(data) -> No
         whole_pass = embed_store(net, store, keys, progress=False, chunk=10**9)
         chunked = embed_store(net, store, keys, progress=False, chunk=CHUNK)
     np.testing.assert_allclose(chunked, whole_pass, atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling,numerics", [("DoubleMHA", "original"), ("DoubleMHA", "paper"), ("MHA", "original"),
+                                              ("MHA", "paper"), ("Attention", "paper"), ("Statistical", "paper"),
+                                              ("Statistical", "original")])
+def test_streamed_pooling_is_the_one_pass_pooling(pooling, numerics) -> None:
+    """model.pooling_stream, fed chunks of frame vectors (sizes straddling a chunk of 7), gives the
+    pooling's forward on the whole sequence; the scores are made large so a running maximum that grows
+    mid-sequence (rescaled sums) is exercised."""
+    from dasv_cli.model.pooling import build_pooling
+    from dasv_cli.model.pooling_stream import stream_of
+
+    torch.manual_seed(3)
+    pool = build_pooling(pooling, 32, heads=4, numerics=numerics).eval()
+    for t in (1, 6, 7, 8, 13, 14, 15, 50):
+        if numerics == "original" and pooling == "Statistical" and t == 1:
+            continue  # the unbiased std of one frame vector is NaN (checked below)
+        x = torch.randn(2, t, 32) * 3 + torch.linspace(0, 4, t)[None, :, None]  # scores grow along time
+        with torch.no_grad():
+            ref = pool(x)
+            for size in (1, 7, 64):
+                stream = stream_of(pool)
+                for s in range(0, t, size):
+                    stream.update(x[:, s:s + size])
+                got = stream.result()
+                assert got.shape == ref.shape and got.dtype == ref.dtype
+                torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    if pooling == "Statistical" and numerics == "original":
+        stream = stream_of(pool)
+        stream.update(torch.randn(1, 1, 32))
+        assert torch.isnan(stream.result()[0, 32:]).all()
+
+
+def test_astp_has_no_stream() -> None:
+    from dasv_cli.model.pooling import build_pooling
+    from dasv_cli.model.pooling_stream import stream_of
+
+    assert stream_of(build_pooling("ASTP", 32)) is None
