@@ -144,6 +144,11 @@ class OnnxExtractor:
         _, head, _, name = self._cut()
         return head.run([OUTPUT_NAME], {name: np.ascontiguousarray(frames, dtype=np.float32)})[0]
 
+    def pooler(self) -> None:
+        """None: the exported head pools the whole frame-level sequence in one session run (its
+        pooling weights are folded into the graph), so with this path that sequence is held whole."""
+        return None
+
     # -- many utterances ----------------------------------------------------------------------
     def embed(self, items: Sequence[np.ndarray], max_frames: int = DEFAULT_MAX_FRAMES,
               max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
