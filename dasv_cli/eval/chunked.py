@@ -6,16 +6,19 @@ the front-end runs on chunks whose cores start at multiples of S (its pooling gr
 recording's), each widened by a margin of at least the receptive field on both sides (zero padding
 and ceil-mode windows at a chunk's edge only touch outputs inside that margin, which are cropped;
 at the recording's own edges the chunk edge *is* the recording's). The frame-level outputs of the
-cores, concatenated, are the whole recording's, and the pooling and head run once on them: the
-embedding equals the one-pass embedding (to float rounding), while the activations held are one
-chunk's. The log-mel is likewise computed block by block from the waveform, its whole-recording
-statistics accumulated for CMN / CMVN, and each block is released once the chunks have passed it.
+cores, in order, are the whole recording's; the pooling takes them as they come (model.pooling_stream:
+running sums, and a running-max softmax for the attentions) and the head runs once on its result, so
+the embedding equals the one-pass embedding (to float rounding) while what is held is one chunk's.
+The log-mel comes from eval.chunk_features: computed from the file a span at a time (io.audio_stream
+reads WAV and FLAC at the model's rate by seeking), its CMN / CMVN statistics in a first pass.
 
-What stays proportional to the length: the waveform while it is featurised (4 bytes a sample), the
-log-mel blocks not yet passed (320 bytes a frame), and the frame-level sequence the pooling needs
-(VGG4L K=1024: 20 KB per 160 ms, 460 MB an hour; the demo VGG3L K=64: 115 MB an hour). Measured peak
-memory of `dasv compare` (10 s chunks, 2 shared cores): VGG4L K=1024, 10 min 691 MB (87 s), 20 min
-720 MB (174 s), was 7.6 GB at 10 min in one pass; demo VGG3L K=64, 60 min 609 MB (85 s).
+Still proportional to the length: ASTP pooling (its scores need the utterance's mean and std first)
+and an exported model's head (deploy.runtime: its pooling is one graph) get the whole frame-level
+sequence (VGG4L K=1024: 20 KB per 160 ms, 460 MB an hour); files that are resampled or decoded by
+FFmpeg (m4a, mp3, ...) and --vad hold the waveform (4 bytes a sample, 230 MB an hour at 16 kHz).
+
+Measured peak memory of `dasv compare` against a 10 s file (10 s chunks, 2 shared cores, nice):
+MEASURED
 
 A front-end with a layer that looks at the whole utterance (`time_global = True`, e.g. squeeze-and-
 excitation) or one that does not declare its stride and field is run in one pass, with a warning.
@@ -34,7 +37,7 @@ from dasv_cli.eval.chunk_features import Features
 
 # Chunk length: VGG4L K=1024 holds ~120 KB of activations per input frame in its first block on a
 # CPU, so 10 s (1,000 frames plus two 80-frame margins, 16 % more front-end work) stays near 140 MB,
-# which leaves room for an hour's frame-level sequence (460 MB) under 1 GB.
+# and the pooling streams, so a recording of any length stays near that.
 DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_CHUNK_FRAMES = 1000  # the same at the paper's 10 ms hop, for features already computed
 
