@@ -123,21 +123,30 @@ def test_time_global_front_end_runs_whole_with_a_warning(speech, capsys) -> None
     assert "x.wav" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("waveform", [False, True])
-def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -> None:
-    """The exported graph cut at its front-end (deploy.split), run chunk by chunk, gives what the whole
-    graph gives on the whole recording."""
+@pytest.mark.parametrize("waveform,pooling", [(False, "DoubleMHA"), (True, "DoubleMHA"), (False, "Statistical"),
+                                              (False, "ASTP")])
+def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, monkeypatch, waveform, pooling) -> None:
+    """The exported graph cut at its front-end and at its pooling (deploy.split), run chunk by chunk
+    with the pooling streamed from the graph's weights, gives what the whole graph gives on the whole
+    recording; only ASTP, which has no stream, gets the whole frame-level sequence."""
     pytest.importorskip("onnxruntime")
+    import dasv_cli.eval.chunked as chunked
     from test_export import save_tiny_checkpoint
 
     from dasv_cli.deploy.export import export_onnx
     from dasv_cli.deploy.runtime import OnnxExtractor
 
-    net = tiny("VGG4L")
+    net = tiny("VGG4L", pooling)
+    with torch.no_grad():  # peaked attention, so that weights read wrongly from the graph would show
+        for p in net.pooling.parameters():
+            p.mul_(30.0)
     save_tiny_checkpoint(tmp_path / "t.pt", net, "cmvn")
     export_onnx(tmp_path / "t.pt", tmp_path / "t.onnx", waveform=waveform)
     runtime = OnnxExtractor(tmp_path / "t.onnx", threads=1)
     assert runtime.layout() == (16, 76, False)
+    assert (runtime.pooler() is None) == (pooling == "ASTP")
+    if pooling != "ASTP":
+        monkeypatch.setattr(chunked, "frame_sequence", lambda *a: pytest.fail("the frame-level sequence was held"))
     cfg = LogMelConfig()
     for frames in (9, CHUNK + 1, 3 * CHUNK - 1, 6 * CHUNK + 5):
         wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
