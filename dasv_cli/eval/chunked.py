@@ -13,7 +13,7 @@ The log-mel comes from eval.chunk_features: computed from the file a span at a t
 reads WAV and FLAC at the model's rate by seeking), its CMN / CMVN statistics in a first pass.
 
 Still proportional to the length: ASTP pooling (its scores need the utterance's mean and std first)
-and an exported model's head (deploy.runtime: its pooling is one graph) get the whole frame-level
+and an export whose graph cannot be cut at its pooling (deploy.split) get the whole frame-level
 sequence (VGG4L K=1024: 20 KB per 160 ms, 460 MB an hour); files that are resampled or decoded by
 FFmpeg (m4a, mp3, ...) and --vad hold the waveform (4 bytes a sample, 230 MB an hour at 16 kHz).
 
