@@ -123,21 +123,30 @@ def test_time_global_front_end_runs_whole_with_a_warning(speech, capsys) -> None
     assert "x.wav" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("waveform", [False, True])
-def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -> None:
-    """The exported graph cut at its front-end (deploy.split), run chunk by chunk, gives what the whole
-    graph gives on the whole recording."""
+@pytest.mark.parametrize("waveform,pooling", [(False, "DoubleMHA"), (True, "DoubleMHA"), (False, "Statistical"),
+                                              (False, "ASTP")])
+def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, monkeypatch, waveform, pooling) -> None:
+    """The exported graph cut at its front-end and at its pooling (deploy.split), run chunk by chunk
+    with the pooling streamed from the graph's weights, gives what the whole graph gives on the whole
+    recording; only ASTP, which has no stream, gets the whole frame-level sequence."""
     pytest.importorskip("onnxruntime")
+    import dasv_cli.eval.chunked as chunked
     from test_export import save_tiny_checkpoint
 
     from dasv_cli.deploy.export import export_onnx
     from dasv_cli.deploy.runtime import OnnxExtractor
 
-    net = tiny("VGG4L")
+    net = tiny("VGG4L", pooling)
+    with torch.no_grad():  # peaked attention, so that weights read wrongly from the graph would show
+        for p in net.pooling.parameters():
+            p.mul_(30.0)
     save_tiny_checkpoint(tmp_path / "t.pt", net, "cmvn")
     export_onnx(tmp_path / "t.pt", tmp_path / "t.onnx", waveform=waveform)
     runtime = OnnxExtractor(tmp_path / "t.onnx", threads=1)
     assert runtime.layout() == (16, 76, False)
+    assert (runtime.pooler() is None) == (pooling == "ASTP")
+    if pooling != "ASTP":
+        monkeypatch.setattr(chunked, "frame_sequence", lambda *a: pytest.fail("the frame-level sequence was held"))
     cfg = LogMelConfig()
     for frames in (9, CHUNK + 1, 3 * CHUNK - 1, 6 * CHUNK + 5):
         wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
@@ -148,13 +157,13 @@ def test_onnx_extractor_chunked_is_its_whole_graph(speech, tmp_path, waveform) -
 
 def test_audio_list_is_read_one_file_at_a_time(demo_files, monkeypatch) -> None:
     """Each file is embedded (and yielded) before the next one is decoded."""
-    import dasv_cli.io.audio as audio
+    import dasv_cli.io.audio_stream as audio_stream
     from dasv_cli.eval.audio_embed import iter_audio_embeddings
     from dasv_cli.io.lists import AudioEntry
 
     read = []
-    real = audio.read_audio
-    monkeypatch.setattr(audio, "read_audio", lambda path, *a, **k: read.append(path) or real(path, *a, **k))
+    real = audio_stream.open_wave
+    monkeypatch.setattr(audio_stream, "open_wave", lambda path, *a, **k: read.append(path) or real(path, *a, **k))
     entries = [AudioEntry(key=f.stem, path=f, line=i + 1) for i, f in enumerate(demo_files[:3])]
     for n, (keys, vectors) in enumerate(iter_audio_embeddings(tiny("VGG3L"), entries, None, progress=False)):
         assert len(read) == n + 1 and keys == [entries[n].key] and vectors.shape == (1, 12)
@@ -173,3 +182,127 @@ def test_long_stored_utterances_are_chunked_with_the_same_embeddings(data) -> No
         whole_pass = embed_store(net, store, keys, progress=False, chunk=10**9)
         chunked = embed_store(net, store, keys, progress=False, chunk=CHUNK)
     np.testing.assert_allclose(chunked, whole_pass, atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling,numerics", [("DoubleMHA", "original"), ("DoubleMHA", "paper"), ("MHA", "original"),
+                                              ("MHA", "paper"), ("Attention", "paper"), ("Statistical", "paper"),
+                                              ("Statistical", "original")])
+def test_streamed_pooling_is_the_one_pass_pooling(pooling, numerics) -> None:
+    """model.pooling_stream, fed chunks of frame vectors (sizes straddling a chunk of 7), gives the
+    pooling's forward on the whole sequence; the scores are made large so a running maximum that grows
+    mid-sequence (rescaled sums) is exercised."""
+    from dasv_cli.model.pooling import build_pooling
+    from dasv_cli.model.pooling_stream import stream_of
+
+    torch.manual_seed(3)
+    pool = build_pooling(pooling, 32, heads=4, numerics=numerics).eval()
+    for t in (1, 6, 7, 8, 13, 14, 15, 50):
+        if numerics == "original" and pooling == "Statistical" and t == 1:
+            continue  # the unbiased std of one frame vector is NaN (checked below)
+        x = torch.randn(2, t, 32) * 3 + torch.linspace(0, 4, t)[None, :, None]  # scores grow along time
+        with torch.no_grad():
+            ref = pool(x)
+            for size in (1, 7, 64):
+                stream = stream_of(pool)
+                for s in range(0, t, size):
+                    stream.update(x[:, s:s + size])
+                got = stream.result()
+                assert got.shape == ref.shape and got.dtype == ref.dtype
+                torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    if pooling == "Statistical" and numerics == "original":
+        stream = stream_of(pool)
+        stream.update(torch.randn(1, 1, 32))
+        assert torch.isnan(stream.result()[0, 32:]).all()
+
+
+def test_astp_has_no_stream() -> None:
+    from dasv_cli.model.pooling import build_pooling
+    from dasv_cli.model.pooling_stream import stream_of
+
+    assert stream_of(build_pooling("ASTP", 32)) is None
+
+
+@pytest.mark.parametrize("kind", ["flac", "wav16", "wav-float-stereo"])
+def test_streamed_decode_gives_the_whole_decode_features(demo_files, tmp_path, kind) -> None:
+    """io.audio_stream reads a real FLAC and WAVs by seeking, span by span, with the very samples
+    read_audio gives; the log-mel computed from those spans (eval.chunk_features) is the whole one."""
+    import soundfile as sf
+
+    from dasv_cli.io.audio import read_audio
+    from dasv_cli.io.audio_stream import SoundFileReader, open_wave
+
+    path = demo_files[0]
+    if kind != "flac":
+        wave = read_audio(path).wave
+        path = tmp_path / "x.wav"
+        if kind == "wav16":
+            sf.write(path, wave, 16000, subtype="PCM_16")
+        else:
+            sf.write(path, np.stack([wave, 0.5 * wave[::-1]], axis=1), 16000, subtype="FLOAT")
+    ref = read_audio(path).wave
+    reader = open_wave(path, 16000)
+    assert isinstance(reader, SoundFileReader) and reader.samples == ref.shape[0]
+    for a, b in ((0, 1), (0, 5000), (4321, 4322), (4321, 40000), (ref.shape[0] - 777, ref.shape[0])):
+        np.testing.assert_array_equal(reader.read(a, b), ref[a:b])
+    assert reader.mean_square == pytest.approx(float(np.mean(np.square(ref, dtype=np.float64))), rel=1e-9)
+    cfg = LogMelConfig()
+    whole_feats = logmel(ref, cfg)
+    feats = Features.of_reader(reader, cfg, "cmvn", 100)
+    mean, std = utterance_stats(whole_feats)
+    np.testing.assert_allclose(feats.mean, mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(feats.std, std, rtol=1e-6, atol=1e-6)
+    for a, b in ((0, 64), (63, 400), (1, feats.total)):
+        np.testing.assert_allclose(feats.read(a, b), normalise(whole_feats, mean, std, "cmvn")[a:b], atol=1e-5)
+        np.testing.assert_array_equal(feats.raw(a, b), whole_feats[a:b])
+
+
+def test_resampled_file_is_read_whole(shared_data) -> None:
+    """An 8 kHz file is resampled over its whole signal (read_audio's samples), so it is held whole."""
+    from dasv_cli.io.audio import read_audio
+    from dasv_cli.io.audio_stream import ArrayReader, open_wave
+
+    path = sorted((shared_data / "fsdd-8khz-sample").glob("*.wav"))[0]
+    reader = open_wave(path, 16000)
+    assert isinstance(reader, ArrayReader)
+    np.testing.assert_array_equal(reader.read(0, reader.samples), read_audio(path, 16000).wave)
+
+
+def test_long_file_is_embedded_in_bounded_spans(speech, tmp_path, monkeypatch) -> None:
+    """compare/embed --audio of a long WAV: no read of the file spans more than one chunk with its
+    margins, the frame-level sequence is never assembled (the pooling streams), and the embedding is
+    the whole-recording one."""
+    import soundfile as sf
+
+    import dasv_cli.eval.chunked as chunked
+    from dasv_cli.eval.audio_embed import iter_audio_embeddings
+    from dasv_cli.io.audio_stream import SoundFileReader
+    from dasv_cli.io.lists import AudioEntry
+
+    wave = np.concatenate([speech] * 2)
+    path = tmp_path / "long.wav"
+    sf.write(path, wave, 16000, subtype="PCM_16")
+    spans = []
+    real_read = SoundFileReader.read
+    monkeypatch.setattr(SoundFileReader, "read", lambda self, a, b: spans.append(b - a) or real_read(self, a, b))
+    monkeypatch.setattr(chunked, "frame_sequence", lambda *a: pytest.fail("the frame-level sequence was held whole"))
+    net = tiny("VGG4L")
+    (_, got), = iter_audio_embeddings(net, [AudioEntry(key="long", path=path, line=1)], None, progress=False,
+                                      chunk_seconds=CHUNK / 100)
+    cfg = LogMelConfig()
+    assert len(spans) > 10 and max(spans) <= (CHUNK + 2 * 80) * cfg.hop_length + cfg.n_fft < wave.shape[0] / 10
+    ref = whole(net, logmel(np.asarray(sf.read(path, dtype="float32")[0]), cfg))
+    assert np.abs(got[0] - ref).max() < 1e-4 and cosine(got[0], ref) >= 0.9999
+
+
+@pytest.mark.parametrize("pooling", ["MHA", "Attention", "ASTP"])
+def test_chunked_embedding_other_poolings(speech, pooling) -> None:
+    """MHA and Attention stream their pooling; ASTP gets the whole frame-level sequence: both equal
+    the one-pass embedding."""
+    net = tiny("VGG4L", pooling)
+    cfg = LogMelConfig()
+    assert (TorchParts(net).pooler() is None) == (pooling == "ASTP")
+    for frames in (CHUNK + 1, 5 * CHUNK + 37):
+        wave = speech[:(frames - 1) * cfg.hop_length + cfg.n_fft]
+        ref = whole(net, logmel(wave, cfg))
+        got = embed_features(TorchParts(net), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK)
+        assert np.abs(got - ref).max() < 1e-4 and cosine(got, ref) >= 0.9999, (frames, np.abs(got - ref).max())

@@ -49,6 +49,7 @@ class OnnxExtractor:
             providers or ["CPUExecutionProvider"]))
         self._split: Any = None  # (front-end session, head session, input, frames), made when first needed
         self._layout: Any = ()
+        self._pooling: Any = ()  # (torch pooling, session after it, its input name) or None, when first needed
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -144,6 +145,20 @@ class OnnxExtractor:
         _, head, _, name = self._cut()
         return head.run([OUTPUT_NAME], {name: np.ascontiguousarray(frames, dtype=np.float32)})[0]
 
+    def pooler(self) -> Any:
+        """The export's pooling a chunk at a time (model.pooling_stream, with its weights read from
+        the graph) and the rest of its head as a session; None where the graph cannot be cut at the
+        pooling or its weights do not fit the network's (its head then pools the whole sequence)."""
+        if self._pooling == ():
+            self._pooling = _pooling_of(self)
+        if self._pooling is None:
+            return None
+        from dasv_cli.model.pooling_stream import stream_of
+
+        pooling, session, name = self._pooling
+        stream = stream_of(pooling)
+        return None if stream is None else OnnxPooler(stream, session, name)
+
     # -- many utterances ----------------------------------------------------------------------
     def embed(self, items: Sequence[np.ndarray], max_frames: int = DEFAULT_MAX_FRAMES,
               max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
@@ -168,3 +183,50 @@ class OnnxExtractor:
                 out[idx] = self.embed_waveforms(batch) if wave else self.embed_features(batch)
             start = stop
         return out
+
+
+class OnnxPooler:
+    """A streamed pooling (torch, on the CPU) feeding the export's layers after its pooling."""
+
+    def __init__(self, stream: Any, session: Any, name: str) -> None:
+        self.stream, self.session, self.name = stream, session, name
+
+    def update(self, frames: np.ndarray) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self.stream.update(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))
+
+    def embedding(self) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            pooled = self.stream.result().float().numpy()
+        return self.session.run([OUTPUT_NAME], {self.name: pooled})[0]
+
+
+def _pooling_of(extractor: OnnxExtractor) -> tuple[Any, Any, str] | None:
+    """(the network's pooling in eval mode with the export's weights, each known by its shape, the session
+    after it, its input)."""
+    if extractor.layout() is None:
+        return None
+    from dasv_cli.deploy.split import pooling_cut
+    from dasv_cli.model import ModelConfig, SpeakerNet
+
+    import torch
+
+    cut = pooling_cut(extractor.path, extractor._make_session)
+    if cut is None:
+        return None
+    weights, session, name = cut
+    with torch.device("meta"):
+        pooling = SpeakerNet(ModelConfig.from_dict(extractor.info.model_config)).pooling
+    pooling = pooling.to_empty(device="cpu").eval()
+    params = list(pooling.parameters())
+    by_shape = {tuple(w.shape): w for w in weights}
+    if len(by_shape) != len(weights) or sorted(by_shape) != sorted(tuple(p.shape) for p in params):
+        return None  # weights that cannot be told apart by their shapes, or other ones: pool whole
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.from_numpy(np.array(by_shape[tuple(p.shape)], dtype=np.float32)))
+    return pooling, session, name

@@ -16,18 +16,19 @@ from dasv_cli.deploy.extra import import_extra
 from dasv_cli.deploy.metadata import OUTPUT_NAME
 
 FRONT_END_SCOPE = "/front_end/"
+POOLING_SCOPE = "/pooling/"
 
 
-def front_end_boundary(graph: Any) -> tuple[str, str] | None:
-    """(the tensor entering the front-end, the tensor leaving it) of an ONNX graph, or None."""
-    inside = [n for n in graph.node if FRONT_END_SCOPE in n.name]
+def front_end_boundary(graph: Any, scope: str = FRONT_END_SCOPE) -> tuple[str, str] | None:
+    """(the tensor entering the module `scope` names, the tensor leaving it) of an ONNX graph, or None."""
+    inside = [n for n in graph.node if scope in n.name]
     if not inside:
         return None
     made = {o for n in inside for o in n.output}
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
                                                          for o in n.output}
     entering = {i for n in inside for i in n.input if i and i not in made and i not in constants}
-    used_outside = {i for n in graph.node if FRONT_END_SCOPE not in n.name for i in n.input}
+    used_outside = {i for n in graph.node if scope not in n.name for i in n.input}
     used_outside |= {o.name for o in graph.output}
     leaving = made & used_outside
     if len(entering) != 1 or len(leaving) != 1:
@@ -78,3 +79,25 @@ def split_sessions(path: str | Path, make_session: Any) -> tuple[Any, Any, str, 
     if front is None or head is None:
         return None
     return make_session(front.SerializeToString()), make_session(head.SerializeToString()), entering, leaving
+
+
+def pooling_cut(path: str | Path, make_session: Any) -> tuple[list[Any], Any, str] | None:
+    """(the pooling's weights as arrays, in the order its nodes use them, a session computing the
+    embedding from the pooled vector, that vector's name), or None when the graph has no such cut:
+    what a streamed pooling (model.pooling_stream) needs to run an export's pooling a chunk at a time."""
+    onnx = import_extra("onnx")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    bounds = front_end_boundary(model.graph, POOLING_SCOPE)
+    if bounds is None:
+        return None
+    initializers = {t.name: t for t in model.graph.initializer}
+    weights: list[str] = []
+    for n in model.graph.node:
+        if POOLING_SCOPE in n.name:
+            weights += [i for i in n.input if i in initializers and i not in weights]
+    head = sub_model(model, bounds[1], OUTPUT_NAME)
+    if head is None:
+        return None
+    return [numpy_helper.to_array(initializers[w]) for w in weights], make_session(head.SerializeToString()), bounds[1]

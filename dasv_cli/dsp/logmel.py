@@ -201,7 +201,7 @@ def _logmel_numpy(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     x = np.asarray(wave, dtype=np.float32)
     if n < cfg.n_fft:  # one window but less than one FFT frame: the waveform is zero-padded at the end
         x = np.concatenate([x, np.zeros(cfg.n_fft - n, dtype=np.float32)])
-    return _logmel_of(x, None, cfg)
+    return logmel_span(x, None, cfg)
 
 
 def logmel_frames(wave: np.ndarray, start: int, stop: int, cfg: LogMelConfig = LogMelConfig()) -> np.ndarray:
@@ -213,12 +213,13 @@ def logmel_frames(wave: np.ndarray, start: int, stop: int, cfg: LogMelConfig = L
         raise ValueError(f"frames [{start}, {stop}) of a {wave.shape[0]}-sample waveform ({total} frames)")
     first = start * cfg.hop_length
     x = np.asarray(wave[first:(stop - 1) * cfg.hop_length + cfg.n_fft], dtype=np.float32)
-    return _logmel_of(x, None if first == 0 else np.float32(wave[first - 1]), cfg)
+    return logmel_span(x, None if first == 0 else np.float32(wave[first - 1]), cfg)
 
 
-def _logmel_of(x: np.ndarray, before: np.float32 | None, cfg: LogMelConfig) -> np.ndarray:
-    """Log-mel of float32 samples `x` (at least n_fft); `before` is the sample preceding them (None at
-    the start of the recording), which the pre-emphasis of x[0] needs."""
+def logmel_span(x: np.ndarray, before: np.float32 | None, cfg: LogMelConfig) -> np.ndarray:
+    """Log-mel of float32 samples `x` (at least n_fft), whole frames from x[0] on; `before` is the
+    sample preceding them (None at the start of the recording), which the pre-emphasis of x[0] needs:
+    frames [s, e) of a recording are logmel_span(its samples [s hop, (e - 1) hop + n_fft), sample s hop - 1)."""
     from scipy.fft import rfft  # pocketfft: ~5x faster than numpy.fft on [frames, 512] here
 
     window, mel = _constants(cfg)

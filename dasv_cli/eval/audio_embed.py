@@ -70,29 +70,33 @@ def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: d
 
 
 def _audio_features(path: str, cfg: Any, norm: str, chunk: int, vad: bool) -> tuple[Any, float | None, float]:
-    """(eval.chunked.Features of the file, speech share with `vad` else None, level in dBFS); the
-    waveform is dropped once its log-mel is computed. ValueError for digital silence, no speech, or
-    too short audio; a level at or below SILENCE_DB is warned about by the caller."""
+    """(eval.chunked.Features of the file, speech share with `vad` else None, level in dBFS). The file
+    is read a span at a time where io.audio_stream can (WAV, FLAC at the model's rate), so neither its
+    waveform nor its log-mel is held whole; with `vad` its waveform is (Silero looks at all of it).
+    ValueError for digital silence, no speech, or too short audio; a level at or below SILENCE_DB is
+    warned about by the caller."""
     from dasv_cli.eval.chunked import Features
-    from dasv_cli.features.compute import level_db
-    from dasv_cli.io.audio import read_audio
+    from dasv_cli.features.compute import db_of_mean_square
+    from dasv_cli.io.audio_stream import ArrayReader, open_wave
     from dasv_cli.progress import log
 
-    wave = read_audio(path, cfg.sample_rate).wave
-    if not np.any(wave):
+    reader = open_wave(path, cfg.sample_rate)
+    if reader.silent:
         raise ValueError("digital silence: every sample is zero (no speaker to embed)")
-    level = level_db(wave)
+    level = db_of_mean_square(reader.mean_square)
     ratio = None
     if vad:
         from dasv_cli.dsp.vad import speech_only
 
+        wave = reader.read(0, reader.samples)
         total = wave.shape[0] / cfg.sample_rate
         wave, ratio = speech_only(wave, cfg.sample_rate)
         log(f"{path}: speech {100 * ratio:.1f}% ({wave.shape[0] / cfg.sample_rate:.1f} s of {total:.1f} s)",
             force=True)
         if wave.shape[0] == 0:
             raise ValueError("no speech found by --vad (silence or noise only); nothing to embed")
-    return Features.of_wave(wave, cfg, norm, chunk), ratio, level
+        reader = ArrayReader(wave)
+    return Features.of_reader(reader, cfg, norm, chunk), ratio, level
 
 
 def chunk_of(seconds: float, recipe: dict[str, Any] | None) -> int:

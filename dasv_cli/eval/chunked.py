@@ -6,16 +6,22 @@ the front-end runs on chunks whose cores start at multiples of S (its pooling gr
 recording's), each widened by a margin of at least the receptive field on both sides (zero padding
 and ceil-mode windows at a chunk's edge only touch outputs inside that margin, which are cropped;
 at the recording's own edges the chunk edge *is* the recording's). The frame-level outputs of the
-cores, concatenated, are the whole recording's, and the pooling and head run once on them: the
-embedding equals the one-pass embedding (to float rounding), while the activations held are one
-chunk's. The log-mel is likewise computed block by block from the waveform, its whole-recording
-statistics accumulated for CMN / CMVN, and each block is released once the chunks have passed it.
+cores, in order, are the whole recording's; the pooling takes them as they come (model.pooling_stream:
+running sums, and a running-max softmax for the attentions) and the head runs once on its result, so
+the embedding equals the one-pass embedding (to float rounding) while what is held is one chunk's.
+The log-mel comes from eval.chunk_features: computed from the file a span at a time (io.audio_stream
+reads WAV and FLAC at the model's rate by seeking), its CMN / CMVN statistics in a first pass.
 
-What stays proportional to the length: the waveform while it is featurised (4 bytes a sample), the
-log-mel blocks not yet passed (320 bytes a frame), and the frame-level sequence the pooling needs
-(VGG4L K=1024: 20 KB per 160 ms, 460 MB an hour; the demo VGG3L K=64: 115 MB an hour). Measured peak
-memory of `dasv compare` (10 s chunks, 2 shared cores): VGG4L K=1024, 10 min 691 MB (87 s), 20 min
-720 MB (174 s), was 7.6 GB at 10 min in one pass; demo VGG3L K=64, 60 min 609 MB (85 s).
+Still proportional to the length: ASTP pooling (its scores need the utterance's mean and std first)
+and an export whose graph cannot be cut at its pooling (deploy.split) get the whole frame-level
+sequence (VGG4L K=1024: 20 KB per 160 ms, 460 MB an hour); files that are resampled or decoded by
+FFmpeg (m4a, mp3, ...) and --vad hold the waveform (4 bytes a sample, 230 MB an hour at 16 kHz).
+
+Measured peak memory of `dasv compare` against a 10 s file (10 s chunks, 2 shared cores, nice):
+VGG4L K=1024 (32 heads, 400-d), 10 min 566 MB (101 s), 60 min 583 MB (8 min 45 s); before the
+pooling and the decoding streamed: 691 MB at 10 min, 720 MB at 20 min, and 7.6 GB at 10 min in one
+pass. Demo VGG3L K=64 (8 heads, 64-d), 10 min 314 MB (7 s), 60 min 316 MB (62 s), was 609 MB at
+60 min; its ONNX export, 10 min 417 MB, 60 min 417 MB (25 s), was 466 MB and 753 MB.
 
 A front-end with a layer that looks at the whole utterance (`time_global = True`, e.g. squeeze-and-
 excitation) or one that does not declare its stride and field is run in one pass, with a warning.
@@ -25,15 +31,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from dasv_cli.dsp.logmel import LogMelConfig, logmel, logmel_frames, normalise
+from dasv_cli.dsp.logmel import LogMelConfig
+from dasv_cli.eval.chunk_features import Features
 
 # Chunk length: VGG4L K=1024 holds ~120 KB of activations per input frame in its first block on a
 # CPU, so 10 s (1,000 frames plus two 80-frame margins, 16 % more front-end work) stays near 140 MB,
-# which leaves room for an hour's frame-level sequence (460 MB) under 1 GB.
+# and the pooling streams, so a recording of any length stays near that.
 DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_CHUNK_FRAMES = 1000  # the same at the paper's 10 ms hop, for features already computed
 
@@ -45,59 +52,12 @@ def chunk_frames(seconds: float, cfg: LogMelConfig) -> int:
     return max(1, int(round(seconds * cfg.sample_rate / cfg.hop_length)))
 
 
-class Features:
-    """A recording's raw log-mel in blocks, with its whole-recording statistics, read normalised."""
+class Pooler(Protocol):
+    """A pooling's running state (model.pooling_stream) with the head after it."""
 
-    def __init__(self, blocks: list[np.ndarray], block: int, norm: str) -> None:
-        self.blocks: list[Optional[np.ndarray]] = list(blocks)
-        self.block = block
-        self.norm = norm
-        self.total = sum(b.shape[0] for b in blocks)
-        self.mean, self.std = _stats(blocks, self.total)
+    def update(self, frames: np.ndarray) -> None: ...  # the next frame vectors [1, t, D]
 
-    @classmethod
-    def of_wave(cls, wave: np.ndarray, cfg: LogMelConfig, norm: str, block: int) -> "Features":
-        """dsp.logmel's features of `wave`, computed `block` frames at a time (ValueError when the
-        wave is shorter than one analysis window)."""
-        total = cfg.num_frames(int(wave.shape[0]))
-        if wave.shape[0] < cfg.n_fft:  # one frame (or none: logmel says why)
-            return cls([logmel(wave, cfg)], block, norm)
-        return cls([logmel_frames(wave, s, min(s + block, total), cfg) for s in range(0, total, block)], block, norm)
-
-    @classmethod
-    def of_array(cls, feats: np.ndarray, norm: str, block: int,
-                 stats: tuple[np.ndarray, np.ndarray] | None = None) -> "Features":
-        """Features already computed (a feature store's), with their stored statistics when given."""
-        feats = np.asarray(feats, dtype=np.float32)
-        got = cls([feats[s:s + block] for s in range(0, feats.shape[0], block)], block, norm)
-        if stats is not None:
-            got.mean, got.std = stats
-        return got
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Normalised frames [start, stop), float32."""
-        first, last = start // self.block, (stop - 1) // self.block
-        parts = []
-        for i in range(first, last + 1):
-            b = self.blocks[i]
-            if b is None:
-                raise RuntimeError(f"log-mel block {i} was released before frame {start} was read")
-            lo = max(start - i * self.block, 0)
-            parts.append(b[lo:min(stop - i * self.block, b.shape[0])])
-        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return np.asarray(normalise(raw, self.mean, self.std, self.norm), dtype=np.float32)
-
-    def release(self, before: int) -> None:
-        """Drop the blocks that lie wholly before frame `before` (they will not be read again)."""
-        for i in range(min(before // self.block, len(self.blocks))):
-            self.blocks[i] = None
-
-
-def _stats(blocks: list[np.ndarray], total: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) over time as dsp.logmel.utterance_stats, accumulated a block at a time in float64."""
-    mean = sum(b.sum(axis=0, dtype=np.float64) for b in blocks) / total
-    var = sum(np.square(b - mean).sum(axis=0) for b in blocks) / total
-    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+    def embedding(self) -> np.ndarray: ...  # [1, E] of every frame vector given
 
 
 class Parts(Protocol):
@@ -111,6 +71,8 @@ class Parts(Protocol):
 
     def head(self, frames: np.ndarray) -> np.ndarray: ...  # [1, T', D] -> [1, E]
 
+    def pooler(self) -> Pooler | None: ...  # a fresh streaming pooling, None when it has none
+
 
 class TorchParts:
     """A SpeakerNet (eval mode for the call, as eval.embed runs it) split into front-end and head."""
@@ -123,23 +85,47 @@ class TorchParts:
     def layout(self) -> tuple[int, int, bool] | None:
         return front_end_layout(self.model.front_end)
 
-    def _run(self, fn: Any, x: np.ndarray) -> np.ndarray:
+    def run(self, fn: Any, x: np.ndarray | None) -> Any:
+        """fn(x as a tensor on the device, or None) in eval and inference mode; a tensor result comes
+        back as a float32 array."""
         import torch
 
         was_training = bool(self.model.training)
         self.model.eval()
         try:
             with torch.inference_mode():
-                return fn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)).float().cpu().numpy()
+                got = fn(None if x is None else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                         .to(self.device))
+                return got.float().cpu().numpy() if isinstance(got, torch.Tensor) else got
         finally:
             if was_training:
                 self.model.train()
 
     def frames(self, feats: np.ndarray) -> np.ndarray:
-        return self._run(self.model.front_end, feats)
+        return self.run(self.model.front_end, feats)
 
     def head(self, frames: np.ndarray) -> np.ndarray:
-        return self._run(lambda x: self.model.embed_pooled(self.model.pooling(x)), frames)
+        return self.run(lambda x: self.model.embed_pooled(self.model.pooling(x)), frames)
+
+    def pooler(self) -> Pooler | None:
+        from dasv_cli.model.pooling_stream import stream_of
+
+        stream = stream_of(self.model.pooling)
+        return None if stream is None else TorchPooler(self, stream)
+
+
+class TorchPooler:
+    """TorchParts' pooling a chunk at a time (model.pooling_stream), then its head."""
+
+    def __init__(self, parts: TorchParts, stream: Any) -> None:
+        self.parts = parts
+        self.stream = stream
+
+    def update(self, frames: np.ndarray) -> None:
+        self.parts.run(self.stream.update, frames)
+
+    def embedding(self) -> np.ndarray:
+        return self.parts.run(lambda _: self.parts.model.embed_pooled(self.stream.result()), None)
 
 
 def parts_of(model: Any, device: str, norm: str) -> tuple[Parts, str]:
@@ -178,12 +164,10 @@ def plan_chunks(total: int, stride: int, field: int, chunk: int) -> list[Chunk]:
             for s in range(0, total, size)]
 
 
-def frame_sequence(parts: Parts, feats: Features, chunk: int) -> np.ndarray:
-    """The front-end's frame-level outputs [1, ceil(T / stride), D] of all T frames, chunk by chunk."""
+def frame_blocks(parts: Parts, feats: Features, chunk: int) -> Iterator[np.ndarray]:
+    """The front-end's frame-level outputs of all T frames, [1, ceil(T / stride), D] in all, one
+    chunk's [1, t, D] at a time (the log-mel passed is released as it goes)."""
     stride, field, _ = parts.layout() or (1, 0, True)
-    out: np.ndarray | None = None
-    filled = 0
-    expected = -(-feats.total // stride)
     chunks = plan_chunks(feats.total, stride, field, chunk)
     for i, c in enumerate(chunks):
         got = parts.frames(feats.read(c.lo, c.hi)[None])
@@ -192,20 +176,32 @@ def frame_sequence(parts: Parts, feats: Features, chunk: int) -> np.ndarray:
         if got.shape[1] < first + count:
             raise RuntimeError(f"the front-end gave {got.shape[1]} frames for {c.hi - c.lo} input frames; "
                                f"chunking needs ceil(frames / {stride})")
-        if out is None:
-            out = np.empty((1, expected, got.shape[2]), dtype=np.float32)
-        out[0, filled:filled + count] = got[0, first:first + count]
-        filled += count
         if i + 1 < len(chunks):
             feats.release(chunks[i + 1].lo)
+        yield got[:, first:first + count]
+
+
+def frame_sequence(parts: Parts, feats: Features, chunk: int) -> np.ndarray:
+    """The front-end's frame-level outputs [1, ceil(T / stride), D] of all T frames, chunk by chunk."""
+    stride = (parts.layout() or (1,))[0]
+    expected = -(-feats.total // stride)
+    out: np.ndarray | None = None
+    filled = 0
+    for got in frame_blocks(parts, feats, chunk):
+        if out is None:
+            out = np.empty((1, expected, got.shape[2]), dtype=np.float32)
+        out[0, filled:filled + got.shape[1]] = got[0]
+        filled += got.shape[1]
     assert out is not None and filled == expected, (filled, expected)
     return out
 
 
 def embed_features(parts: Parts, feats: Features, chunk: int, name: str = "the recording") -> np.ndarray:
     """float32 [E]: the whole-utterance embedding of `feats`, the front-end run `chunk` frames at a time
-    (one pass when the recording fits one chunk, or the front-end cannot be chunked; a recording shorter
-    than the network's minimum is repeated to reach it, as eval.embed does)."""
+    and its outputs pooled as they come (model.pooling_stream; a pooling without a stream, or an
+    exported head, gets the whole frame-level sequence), in one pass when the recording fits one chunk
+    or the front-end cannot be chunked; a recording shorter than the network's minimum is repeated to
+    reach it, as eval.embed does."""
     total = feats.total
     if total < parts.min_frames:
         x = feats.read(0, total)
@@ -219,4 +215,9 @@ def embed_features(parts: Parts, feats: Features, chunk: int, name: str = "the r
         warn(f"{name}: the front-end {why}, so its {total} frames go through it in one pass "
              f"(memory grows with the length)")
         return parts.head(parts.frames(feats.read(0, total)[None]))[0]
-    return parts.head(frame_sequence(parts, feats, chunk))[0]
+    pooler = parts.pooler()
+    if pooler is None:
+        return parts.head(frame_sequence(parts, feats, chunk))[0]
+    for got in frame_blocks(parts, feats, chunk):
+        pooler.update(got)
+    return pooler.embedding()[0]

@@ -100,8 +100,12 @@ def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: st
 
 def level_db(wave: np.ndarray) -> float:
     """RMS level in dB full scale (1.0 = 0 dB); -300 for digital silence rather than -inf."""
-    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
-    return 20.0 * np.log10(max(rms, 1e-15))
+    return db_of_mean_square(float(np.mean(np.square(wave, dtype=np.float64))) if len(wave) else 0.0)
+
+
+def db_of_mean_square(mean_square: float) -> float:
+    """level_db from the mean of the squared samples (accumulated a block at a time by a stream)."""
+    return 20.0 * np.log10(max(float(np.sqrt(mean_square)), 1e-15))
 
 
 def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32", content: str = "features") -> FileFeatures:
