@@ -5,14 +5,16 @@ librispeech-test-other-10x10 that no run ever sees (all 4,950 pairs, 450 same-sp
 recipe and seed, all at the same number of updates; prints the EER and minDCF side by side.
 
 - `paper`: the defaults (AM-Softmax s=30 m=0.4, constant LR, clean utterances only);
-- `modern`: `--recipe modern` on a store built with `dasv features --augment KINDS --copies K`
-  (default reverb with simulated RIRs, generated coloured noise and tone "music", babble of other
-  training speakers, one copy each, see bench/real_data.py; SpecAugment; AAM-Softmax s=32 m=0.2
-  with margin warm-up; Kaiming init; LR warm-up + cosine decay).
+- `modern`: `--recipe modern` (SpecAugment; AAM-Softmax s=32 m=0.2 with margin warm-up; Kaiming
+  init; LR warm-up + cosine decay), on the clean utterances;
+- `--set augmented=true`: a row also trains on the stored copies of a store built with
+  `dasv features --augment KINDS --copies K` (default reverb with simulated RIRs, generated coloured
+  noise and tone "music", babble of other training speakers, one copy each, see bench/real_data.py);
+- `--set KEY=VALUE`: any training option of the row (an ablation: `--set spec_augment=false`).
 
     python bench/train_real.py --steps 600                    # 2 recipes x 2 seeds
     python bench/train_real.py --steps 600 --recipes paper --seeds 1
-    python bench/train_real.py --steps 600 --recipes modern --augment reverb,noise,music,babble,speed --copies 2
+    python bench/train_real.py --steps 600 --recipes modern --set augmented=true --augment reverb,noise,music,babble,speed --copies 2
     python bench/train_real.py --steps 50 --seeds 1           # measure the rate first
     python bench/train_real.py --steps 1500 --recipes modern --online reverb,noise,music,babble --no-augment
 
@@ -51,13 +53,11 @@ def shared_data() -> Path:
              "(set DASV_SHARED_DATA)")
 
 
-def label_of(recipe: str, augmented: Path | None) -> str:
-    """The recipe as the table shows it: `modern+reverb+noise+music+babble-c1` when it trains on copies."""
+def trains_on_copies(recipe: str, sets: dict) -> bool:
+    """Whether a row trains on the stored copies: `--set augmented=true`, or a recipe that presets it."""
     from dasv_cli.train.recipe import recipe_values
 
-    if augmented is None or not recipe_values(recipe, 1).get("augmented"):
-        return recipe
-    return f"{recipe}+{augmented.name.removeprefix('feats-')}"
+    return bool(sets.get("augmented", recipe_values(recipe, 1).get("augmented", False)))
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -83,14 +83,17 @@ def run_one(data: dict, args, recipe: str, seed: int) -> dict:
     from dasv_cli.train.loop import train
 
     sets = parse_sets(args.set)
-    uses_copies = sets.get("augmented", True) is not False and "online" not in data
-    label = label_of(recipe, data.get("augmented") if uses_copies else None)
-    feats = data["augmented"] if label != recipe else data["feats"]
+    label, feats = recipe, data["feats"]
+    if trains_on_copies(recipe, sets) and data.get("augmented") is not None and "online" not in data:
+        label, feats = f"{recipe}+{data['augmented'].name.removeprefix('feats-')}", data["augmented"]
+        sets = {k: v for k, v in sets.items() if k != "augmented"}
     if "online" in data:  # waveforms augmented afresh replace the copies
         label = f"{recipe}+online-{args.online.replace(',', '+')}-p{args.augment_prob:g}"
         feats = data["online"]["feats"]
     if sets:
         label += "".join(f" {k}={v}" for k, v in sets.items())
+    if feats == data.get("augmented"):
+        sets["augmented"] = True
     if "online" in data:
         sets = {"augmented": False, "online_augment": args.online, "augment_prob": args.augment_prob,
                 "noise_store": str(data["online"]["noise"]), "rir_store": str(data["online"]["rirs"]), **sets}

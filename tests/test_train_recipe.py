@@ -147,12 +147,12 @@ def test_flags_beat_toml_beat_recipe_beat_defaults(tmp_path):
     assert paper == TrainConfig(train_labels="l", features="f", out="o")
     modern, _ = resolve_config({**base, "recipe": "modern", "max_steps": 1000}, cwd=tmp_path)
     assert (modern.augmented, modern.spec_augment, modern.margin_type, modern.margin, modern.init) == \
-        (True, True, "aam", 0.2, "kaiming")
+        (False, True, "aam", 0.2, "kaiming")  # copies: --augmented (they hurt on unseen speakers)
     assert (modern.lr_schedule, modern.lr_warmup, modern.margin_warmup) == ("cosine", 50, 200)
     (tmp_path / "dasv.toml").write_text('recipe = "modern"\nmax_steps = 100\nmargin = 0.3\nspec_augment = false\n')
     cfg, source = resolve_config({**base, "margin": 0.35}, cwd=tmp_path)
     assert source == tmp_path / "dasv.toml"
-    assert cfg.recipe == "modern" and cfg.margin == 0.35 and cfg.spec_augment is False and cfg.augmented
+    assert cfg.recipe == "modern" and cfg.margin == 0.35 and cfg.spec_augment is False and not cfg.augmented
     assert cfg.lr_warmup == 5
     with pytest.raises(UsageError, match="--max-steps"):
         resolve_config({**base, "recipe": "modern"}, cwd=tmp_path / "nowhere")
