@@ -146,9 +146,12 @@ def _power(x: Any, valid: Any) -> Any:
     import torch
 
     n = x.shape[1]
-    mask = torch.arange(n, device=x.device)[None, :] < valid[:, None]
-    x64 = x.double() * mask
-    return (x64 * x64).sum(dim=1) / valid.clamp(min=1).double()
+    if bool((valid < n).any()):
+        x = x * (torch.arange(n, device=x.device)[None, :] < valid[:, None])
+    # the norm in float32 (relative error ~1e-7: 4e-7 dB of SNR), squared in float64; 15x faster
+    # than squaring a float64 copy of the batch on a CPU
+    norm = torch.linalg.vector_norm(x.to(torch.float32), dim=1).double()
+    return norm * norm / valid.clamp(min=1).double()
 
 
 def augment(waves: Any, plan: Plan, noises: Any, rirs: Any, valid: Any) -> Any:
@@ -166,13 +169,13 @@ def augment(waves: Any, plan: Plan, noises: Any, rirs: Any, valid: Any) -> Any:
     if rev.numel():
         h = rirs[rev].to(device=device, dtype=torch.float32)
         n, length = x.shape[1], h.shape[1]
-        size = n + length - 1
+        size = 1 << (n + length - 2).bit_length()  # >= n + length - 1, a power of two: a fast FFT length
         full = torch.fft.irfft(torch.fft.rfft(x[rev], size) * torch.fft.rfft(h, size), size)
         direct = h.abs().argmax(dim=1)  # Kaldi's shift-output: from the direct path on
         y = torch.gather(full, 1, direct[:, None] + torch.arange(n, device=device)[None, :])
         p_out = _power(y, valid[rev])
         gain = torch.where(p_out > 0, torch.sqrt(ps[rev] / p_out.clamp(min=1e-30)), torch.zeros_like(p_out))
-        out[rev] = (y.double() * gain[:, None]).float()
+        out[rev] = y * gain.to(y.dtype)[:, None]
     add = torch.nonzero((kind == ONLINE_KINDS.index("noise")) | (kind == ONLINE_KINDS.index("music"))).flatten()
     if add.numel():
         noise = noises[add].to(device=device, dtype=torch.float32)
@@ -196,7 +199,7 @@ def _scaled(noise: Any, speech_power: Any, valid: Any, snr_db: np.ndarray) -> An
     target = torch.as_tensor(10.0 ** (np.asarray(snr_db, dtype=np.float64) / 10.0), device=noise.device)
     gain = torch.where((pn > 0) & (speech_power > 0), torch.sqrt(speech_power / (pn.clamp(min=1e-30) * target)),
                        torch.zeros_like(pn))
-    return (noise.double() * gain[:, None]).float()
+    return noise * gain.to(noise.dtype)[:, None]
 
 
 __all__ = ["ONLINE_KINDS", "Plan", "SNR_DB", "SourceStores", "augment", "parse_kinds", "plan_batch"]
