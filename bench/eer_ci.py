@@ -4,8 +4,9 @@ bench/train_real.py verifies on 10 unseen speakers (100 utterances, 4,950 trials
 a speaker are not independent, so the binomial error of 450 target trials understates the spread;
 this resamples the *speakers* (with replacement, B times), keeps the trials among the drawn ones
 (a speaker drawn twice brings its trials twice; pairs of a speaker with its own copy are not made),
-and reports the EER's 5th-95th percentile interval. Two rows whose intervals overlap widely are
-not separated by this test set.
+and reports the EER's 5th-95th percentile interval, and the interval of each run's EER minus the
+first run's on the same resamples (paired, so the draw of speakers cancels): a difference whose
+interval straddles 0 is not shown by this test set.
 
     python bench/eer_ci.py RUN_DIR [RUN_DIR ...] --features /tmp/dasv-bench/feats --trials /tmp/dasv-bench/trials.txt
     python bench/eer_ci.py /tmp/dasv-bench/runs/* --which last --boot 1000
@@ -47,26 +48,30 @@ def scores_of(ckpt: Path, features: Path, key1: list[str], key2: list[str]) -> n
     return np.einsum("ij,ij->i", a, b)
 
 
-def bootstrap_eer(scores: np.ndarray, labels: np.ndarray, spk1: np.ndarray, spk2: np.ndarray, boot: int,
-                  seed: int = 0) -> tuple[float, float, float]:
-    """(EER %, 5th, 95th percentile over `boot` speaker resamples)."""
+def resample_weights(spk1: np.ndarray, spk2: np.ndarray, boot: int, seed: int = 0):
+    """Per speaker resample (with replacement): each trial's multiplicity in it (a trial between
+    speakers i and j drawn c_i and c_j times appears c_i * c_j times; a same-speaker trial c_i times)."""
+    n = int(max(spk1.max(), spk2.max())) + 1
+    rng = np.random.default_rng(seed)
+    for _ in range(boot):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        yield np.where(spk1 == spk2, counts[spk1], counts[spk1] * counts[spk2])
+
+
+def bootstrap_eers(all_scores: list[np.ndarray], labels: np.ndarray, spk1: np.ndarray, spk2: np.ndarray,
+                   boot: int, seed: int = 0) -> np.ndarray:
+    """[resamples, runs] EER % of every run on the same speaker resamples (paired: the difference of
+    two runs on one resample is free of which speakers happened to be drawn)."""
     from dasv_cli.eval.metrics import compute_metrics
 
-    speakers = np.unique(np.concatenate([spk1, spk2]))
-    rng = np.random.default_rng(seed)
-    eers = []
-    for _ in range(boot):
-        counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
-        # a trial between speakers i and j appears count_i * count_j times (i == j: count_i^2 - count_i
-        # pairs of distinct copies would double-count; count_i times keeps each copy's own trials once)
-        weight = np.where(spk1 == spk2, counts[spk1], counts[spk1] * counts[spk2])
+    out = []
+    for weight in resample_weights(spk1, spk2, boot, seed):
         keep = weight > 0
         if not keep.any() or labels[keep].min() == labels[keep].max():
             continue
         idx = np.repeat(np.flatnonzero(keep), weight[keep])
-        eers.append(compute_metrics(scores[idx], labels[idx]).eer)
-    full = compute_metrics(scores, labels).eer
-    return full, float(np.percentile(eers, 5)), float(np.percentile(eers, 95))
+        out.append([compute_metrics(scores[idx], labels[idx]).eer for scores in all_scores])
+    return np.asarray(out)
 
 
 def main() -> None:
@@ -92,14 +97,17 @@ def main() -> None:
     spk1 = np.array([index[speaker_of(k)] for k in trials.key1])
     spk2 = np.array([index[speaker_of(k)] for k in trials.key2])
     print(f"{len(trials)} trials, {len(names)} speakers, {args.boot} speaker resamples; {args.which}.pt")
-    print("| run | EER % | 90 % interval |\n|---|---|---|")
-    for run in args.runs:
-        ckpt = run / f"{args.which}.pt"
-        if not ckpt.is_file():
-            continue
-        scores = scores_of(ckpt, args.features, trials.key1, trials.key2)
-        eer, lo, hi = bootstrap_eer(scores, labels, spk1, spk2, args.boot)
-        print(f"| {run.name} | {eer:.2f} | {lo:.2f} - {hi:.2f} |", flush=True)
+    runs = [run for run in args.runs if (run / f"{args.which}.pt").is_file()]
+    all_scores = [scores_of(run / f"{args.which}.pt", args.features, trials.key1, trials.key2) for run in runs]
+    from dasv_cli.eval.metrics import compute_metrics
+
+    eers = bootstrap_eers(all_scores, labels, spk1, spk2, args.boot)
+    print(f"| run | EER % | 90 % interval | minus {runs[0].name}: 90 % interval (paired) |\n|---|---|---|---|")
+    for k, run in enumerate(runs):
+        full = compute_metrics(all_scores[k], labels).eer
+        lo, hi = np.percentile(eers[:, k], [5, 95])
+        dlo, dhi = np.percentile(eers[:, k] - eers[:, 0], [5, 95])
+        print(f"| {run.name} | {full:.2f} | {lo:.2f} - {hi:.2f} | {dlo:+.2f} .. {dhi:+.2f} |", flush=True)
 
 
 if __name__ == "__main__":
