@@ -4,8 +4,8 @@
 SpeechBrain's ECAPA recipes) train with, on the paper's network: SpecAugment masks, AAM-Softmax
 (ArcFace) with s = 32 and m = 0.2 reached by a margin warm-up, Kaiming initialisation, and a
 warmed-up, cosine-decayed learning rate. It no longer turns on the stored augmented copies
-(`--augmented`): on unseen speakers they made it worse than the paper's recipe, and without them it
-was the best row (README, "What each recipe scores"); augmentation is `--online-augment`, or
+(`--augmented`): on unseen speakers it did worse with them than without them in both seeds, and
+without them it was the best row (README, "What each recipe scores"); augmentation is `--online-augment`, or
 `--augmented` where copies are all there is. Its warm-ups
 are fractions of --max-steps, so one preset fits a short and a long run: the LR warms up over the
 first 5 % of the updates and then decays on a cosine to 1 % of --learning-rate at --max-steps; the
