@@ -10,10 +10,13 @@ import numpy as np
 
 from dasv_cli.eval.chunked import DEFAULT_CHUNK_SECONDS
 from dasv_cli.eval.embed import AudioFailure, logmel_config, Reporter
-from dasv_cli.features.compute import SILENCE_DB
 
 if TYPE_CHECKING:  # pragma: no cover
     from dasv_cli.io.lists import AudioEntry
+
+# At or below this RMS level (dB full scale) an input is taken for silence: -60 dBFS is about the
+# noise floor of a quiet 16-bit recording with nobody speaking; speech sits near -20 to -30 dBFS.
+SILENCE_DB = -60.0
 
 
 def iter_audio_embeddings(model: Any, entries: Sequence["AudioEntry"], recipe: dict[str, Any] | None,
@@ -76,7 +79,6 @@ def _audio_features(path: str, cfg: Any, norm: str, chunk: int, vad: bool) -> tu
     ValueError for digital silence, no speech, or too short audio; a level at or below SILENCE_DB is
     warned about by the caller."""
     from dasv_cli.eval.chunked import Features
-    from dasv_cli.features.compute import db_of_mean_square
     from dasv_cli.io.audio_stream import ArrayReader, open_wave
     from dasv_cli.progress import log
 
@@ -97,6 +99,12 @@ def _audio_features(path: str, cfg: Any, norm: str, chunk: int, vad: bool) -> tu
             raise ValueError("no speech found by --vad (silence or noise only); nothing to embed")
         reader = ArrayReader(wave)
     return Features.of_reader(reader, cfg, norm, chunk), ratio, level
+
+
+def db_of_mean_square(mean_square: float) -> float:
+    """RMS level in dB full scale (1.0 = 0 dB) from the mean of the squared samples (a stream
+    accumulates it a block at a time); -300 for digital silence rather than -inf."""
+    return 20.0 * np.log10(max(float(np.sqrt(mean_square)), 1e-15))
 
 
 def chunk_of(seconds: float, recipe: dict[str, Any] | None) -> int:

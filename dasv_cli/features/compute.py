@@ -16,11 +16,6 @@ from dasv_cli.dsp.logmel import LogMelConfig
 from dasv_cli.errors import DasvError
 
 
-# At or below this RMS level (dB full scale) an input is taken for silence: -60 dBFS is about the
-# noise floor of a quiet 16-bit recording with nobody speaking; speech sits near -20 to -30 dBFS.
-SILENCE_DB = -60.0
-
-
 @dataclass
 class FileFeatures:
     """What the store keeps for one file."""
@@ -31,16 +26,10 @@ class FileFeatures:
     samples: int  # at the recipe's rate
     source_rate: int  # the file's own rate (resampled when it differs from the recipe's)
     audio: np.ndarray | None = None  # int16 [samples] PCM, for a store with waveforms (--keep-audio)
-    level_db: float = 0.0  # RMS level of the waveform in dB full scale (digital silence: about -300)
 
     @property
     def frames(self) -> int:
         return 0 if self.feats is None else int(self.feats.shape[0])
-
-    @property
-    def silent(self) -> bool:
-        """(Near) silence: nothing a speaker embedding could describe (`SILENCE_DB` and below)."""
-        return self.level_db <= SILENCE_DB
 
 
 @dataclass
@@ -83,7 +72,7 @@ def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: st
             raise ValueError("empty: no samples")
         audio = pcm16(wave)
         if content == "audio":
-            return FileFeatures(None, None, None, n, source_rate, audio, level_db(wave))
+            return FileFeatures(None, None, None, n, source_rate, audio)
         wave = audio.astype(np.float32) / np.float32(32768.0)
     if n < cfg.min_samples:
         raise ValueError(
@@ -94,18 +83,7 @@ def features_of(wave: np.ndarray, source_rate: int, cfg: LogMelConfig, dtype: st
     mean, std = utterance_stats(feats)
     if dtype != "float32":
         feats = feats.astype(dtype)
-    return FileFeatures(feats, mean, std, n, source_rate, audio if content != "features" else None,
-                        level_db(wave))
-
-
-def level_db(wave: np.ndarray) -> float:
-    """RMS level in dB full scale (1.0 = 0 dB); -300 for digital silence rather than -inf."""
-    return db_of_mean_square(float(np.mean(np.square(wave, dtype=np.float64))) if len(wave) else 0.0)
-
-
-def db_of_mean_square(mean_square: float) -> float:
-    """level_db from the mean of the squared samples (accumulated a block at a time by a stream)."""
-    return 20.0 * np.log10(max(float(np.sqrt(mean_square)), 1e-15))
+    return FileFeatures(feats, mean, std, n, source_rate, audio if content != "features" else None)
 
 
 def compute_file(path: str, cfg: LogMelConfig, dtype: str = "float32", content: str = "features") -> FileFeatures:
