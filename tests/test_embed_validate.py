@@ -109,7 +109,7 @@ def lab(tmp_path_factory, demo_dir):
 def reference_embedding(model, store, key, norm="cmn"):
     """One utterance on its own, straight through the network."""
     f = normalise(store[key], *store.stats(key), norm)
-    f = engine._fit_min_frames(np.asarray(f, np.float32), model.min_frames)
+    f = engine.fit_min_frames(np.asarray(f, np.float32), model.min_frames)
     with torch.no_grad():
         return model(torch.from_numpy(f)[None]).numpy()[0]
 

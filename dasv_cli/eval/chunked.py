@@ -155,6 +155,15 @@ class Chunk:
     hi: int
 
 
+def fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
+    """Repeat a too-short utterance in time until it has `min_frames` frames (eval.embed's batches and
+    the chunked pass alike)."""
+    t = feats.shape[0]
+    if t >= min_frames:
+        return feats
+    return np.concatenate([feats] * -(-min_frames // t), axis=0)[:min_frames]
+
+
 def plan_chunks(total: int, stride: int, field: int, chunk: int) -> list[Chunk]:
     """Cores of `chunk` frames (rounded down to a multiple of `stride`, at least one stride) at
     multiples of `stride`, each widened by the receptive field rounded up to a multiple of `stride`."""
@@ -204,9 +213,7 @@ def embed_features(parts: Parts, feats: Features, chunk: int, name: str = "the r
     reach it, as eval.embed does."""
     total = feats.total
     if total < parts.min_frames:
-        x = feats.read(0, total)
-        x = np.concatenate([x] * -(-parts.min_frames // total))[:parts.min_frames]
-        return parts.head(parts.frames(x[None]))[0]
+        return parts.head(parts.frames(fit_min_frames(feats.read(0, total), parts.min_frames)[None]))[0]
     layout = parts.layout()
     if total > chunk and (layout is None or layout[2]):
         from dasv_cli.progress import warn

@@ -20,12 +20,12 @@ import numpy as np
 
 from dasv_cli.devices import resolve_device
 from dasv_cli.errors import DasvError, InputError
-from dasv_cli.eval.chunked import DEFAULT_CHUNK_FRAMES
+from dasv_cli.eval.chunked import DEFAULT_CHUNK_FRAMES, fit_min_frames
 from dasv_cli.eval.trials import describe_missing
 
 if TYPE_CHECKING:  # pragma: no cover
     from dasv_cli.io.embeddings import Embeddings
-    from dasv_cli.io.lists import AudioEntry, Trials
+    from dasv_cli.io.lists import Trials
 
 # Frames per batch (sum over the batch). VGG4L with K=1024 keeps ~50 KB of activations per frame in
 # its first block, so 4,000 frames (40 s of speech) stay near 200 MB on a CPU.
@@ -100,15 +100,6 @@ def checkpoint_recipe(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     features = (ckpt.get("config") or {}).get("features") or {}
     recipe = features.get("recipe")
     return dict(recipe) if isinstance(recipe, dict) else None
-
-
-def _fit_min_frames(feats: np.ndarray, min_frames: int) -> np.ndarray:
-    """Repeat a too-short utterance in time until it has `min_frames` frames."""
-    t = feats.shape[0]
-    if t >= min_frames:
-        return feats
-    reps = -(-min_frames // t)
-    return np.concatenate([feats] * reps, axis=0)[:min_frames]
 
 
 def _forward(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
@@ -223,7 +214,7 @@ def iter_store_embeddings(model: Any, store: Any, keys: Sequence[str], norm: str
                 f = store[key]
                 mean, std = store.stats(key)
                 f = normalise(f, mean, std, norm)
-                feats.append(_fit_min_frames(np.asarray(f, dtype=np.float32), min_frames))
+                feats.append(fit_min_frames(np.asarray(f, dtype=np.float32), min_frames))
             vectors = _forward(model, np.stack(feats), device)
             rep.advance(len(batch))
             yield [keys[i] for i in batch], vectors

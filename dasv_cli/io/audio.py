@@ -222,12 +222,19 @@ def _decode_ffmpeg(p: Path) -> tuple[np.ndarray, int]:
     return (data[0] if channels == 1 else data.T), int(rate)
 
 
+def mix_down(data: np.ndarray) -> np.ndarray:
+    """Samples [n] or [n, channels] as one channel: the channels' mean in float32 (a view of a
+    single channel as it is)."""
+    if data.ndim == 2:
+        return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return data
+
+
 def _finish(p: Path, data: np.ndarray, rate: int, sample_rate: int, checked: bool = False) -> Audio:
     """Mix down, check, resample: the same for every decoder (`checked`: from integer samples, which
     cannot be NaN or infinite)."""
     channels = 1 if data.ndim == 1 else int(data.shape[1])
-    if data.ndim == 2:
-        data = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]
+    data = mix_down(data)
     if data.size == 0:
         raise AudioError(p, "empty audio (0 samples)")
     if not checked and not np.isfinite(data).all():

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dasv_cli.io.audio import AudioError, ffmpeg_first, int16_to_float, read_audio
+from dasv_cli.io.audio import AudioError, ffmpeg_first, int16_to_float, mix_down, read_audio
 
 SEEKABLE_FORMATS = ("WAV", "WAVEX", "RF64", "W64", "AIFF", "FLAC")
 SEEKABLE_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
@@ -83,9 +83,7 @@ class SoundFileReader:
             data = int16_to_float(fh.read(frames, dtype="int16", always_2d=True))  # type: ignore[attr-defined]
         else:
             data = fh.read(frames, dtype="float32", always_2d=True)  # type: ignore[attr-defined]
-        if data.shape[1] > 1:
-            return data.mean(axis=1, dtype=np.float32)
-        return np.ascontiguousarray(data[:, 0])
+        return np.ascontiguousarray(mix_down(data))
 
     def read(self, start: int, stop: int) -> np.ndarray:
         import soundfile as sf
