@@ -15,7 +15,6 @@ seed, rate and recipe, and a rerun with others is refused (one tree, one recipe)
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from contextlib import contextmanager
@@ -28,8 +27,9 @@ import numpy as np
 from dasv_cli.augment import rirs
 from dasv_cli.augment.plan import stable_seed
 from dasv_cli.augment.sources import SIMULATED
-from dasv_cli.errors import DasvError, InputError, UsageError, os_error_message
+from dasv_cli.errors import InputError, UsageError
 from dasv_cli.io.atomic import atomic_path, write_text_atomic
+from dasv_cli.io.lock import DirectoryLock
 from dasv_cli.io.paths import create_dir
 
 SIZES = tuple(rirs.ROOM_SIZES)
@@ -118,25 +118,6 @@ def _check_manifest(output: Path, seed: int, rate: int, per_room: int) -> None:
 
 
 @contextmanager
-def _exclusive(output: Path) -> Iterator[None]:
-    """One writer per tree (flock, released by the kernel even if the holder is killed)."""
-    import fcntl
-
-    try:
-        fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise DasvError(f"cannot write to {os_error_message(exc, output)}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DasvError(f"{output}: another `dasv rirs` is writing to this directory") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextmanager
 def _term_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C (the file in progress is discarded), in the main thread only."""
     def handler(signum: int, frame: object) -> None:
@@ -192,7 +173,8 @@ def write_rirs(output: str | Path, count: int, *, seed: int = 0, rate: int = 160
     todo = slots(count, per_room)
     rooms: dict[tuple[str, int], rirs.Room] = {}
     written = skipped = 0
-    with _exclusive(output), _term_as_interrupt():
+    busy = f"{output}: another `dasv rirs` is writing to this directory"
+    with DirectoryLock(output, LOCK, lambda who: f"{busy} {who}"), _term_as_interrupt():
         _check_manifest(output, seed, rate, per_room)
         for done, slot in enumerate(todo, start=1):
             room = rooms.get((slot.size, slot.room))
