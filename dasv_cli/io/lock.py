@@ -6,7 +6,8 @@ lock file itself stays (removing it would race with a run opening it). An exclus
 its pid and host into the file, for the message a refused run gets. On a file system without locks
 (some cluster mounts) the lock is not taken and `supported` is False, so the caller can say so.
 
-Users: io.store.lock (`dasv features`: a store, or one part of it) and train.state (`dasv train -o`).
+Users: io.store.lock (`dasv features`: a store, or one part of it), train.state (`dasv train -o`) and
+augment.rirset (`dasv rirs -o`).
 """
 
 from __future__ import annotations
