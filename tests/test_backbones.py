@@ -81,6 +81,23 @@ def _gradient_span(front_end: torch.nn.Module, frames: int, t_out: int) -> tuple
 
 
 @pytest.mark.parametrize("front_end", FRONT_END_NAMES)
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_the_shortest_input_gives_a_finite_embedding_and_a_shorter_one_is_refused(front_end: str, pooling: str) -> None:
+    """The original numerics' Statistical std is unbiased: NaN over one frame vector, so its network
+    asks for two (a 0.16 s utterance gave VGG4L + Statistical a NaN embedding before)."""
+    torch.manual_seed(0)
+    net = SpeakerNet(ModelConfig(**{**TINY, "kernel_size": 32}, front_end=front_end, pooling=pooling)).eval()
+    shortest = net.min_frames
+    assert shortest == net.cfg.min_frames
+    if pooling == "Statistical":  # two frame vectors from ceil-mode pools: one frame past the stride
+        assert shortest == net.front_end.time_stride + 1
+    with torch.no_grad():
+        assert torch.isfinite(net(torch.randn(2, shortest, 80))).all()
+        with pytest.raises(ValueError, match=f"needs at least {shortest} frames"):
+            net(torch.randn(2, shortest - 1, 80)) if shortest > 1 else net(torch.randn(2, 0, 80))
+
+
+@pytest.mark.parametrize("front_end", FRONT_END_NAMES)
 def test_receptive_field_and_time_stride_are_what_the_network_does(front_end: str) -> None:
     torch.manual_seed(0)
     net = SpeakerNet(ModelConfig(**{**TINY, "kernel_size": 32}, front_end=front_end)).double().eval()

@@ -150,7 +150,11 @@ class ModelConfig:
 
     @property
     def min_frames(self) -> int:
-        """Shortest input (frames) the front-end accepts: one frame vector after all pools."""
+        """Shortest input (frames) the network accepts: one frame vector after all pools, or two
+        where the pooling is Statistical with the original numerics, whose unbiased std of one
+        frame vector is NaN (with ceil-mode pools, one frame more than the time stride gives two)."""
+        if self.pooling == "Statistical" and self.numerics == "original":
+            return max(self.geometry.min_frames, self.geometry.time_stride + 1)
         return self.geometry.min_frames
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,8 +53,9 @@ class SpeakerNet(nn.Module):
 
     @property
     def min_frames(self) -> int:
-        """Shortest input in frames (16 for VGG4L, 8 for VGG3L and ResNet34, 1 for ECAPA)."""
-        return self.front_end.min_frames
+        """Shortest input in frames (16 for VGG4L, 8 for VGG3L and ResNet34, 1 for ECAPA; one more
+        than the stride with the original numerics' Statistical pooling: ModelConfig.min_frames)."""
+        return self.cfg.min_frames
 
     @property
     def embedding_size(self) -> int:
