@@ -47,6 +47,12 @@ CONFIGS = {
                             embedding_size=256, num_speakers=28),
     "ecapa512": ModelConfig(front_end="ECAPA", kernel_size=512, pooling="ASTP", head="bn-linear", embedding_size=192,
                             num_speakers=28),
+    # the pooling rows of issue 18's table: each backbone with the other pooling, as bench/train_real.py trains it
+    "k128-stat": ModelConfig(kernel_size=128, heads=8, pooling="Statistical", embedding_size=128, num_speakers=28),
+    "ecapa512-dmha": ModelConfig(front_end="ECAPA", kernel_size=512, heads=8, pooling="DoubleMHA", head="bn-linear",
+                                 embedding_size=128, num_speakers=28),
+    "ecapa512-astp128": ModelConfig(front_end="ECAPA", kernel_size=512, pooling="ASTP", head="bn-linear",
+                                    embedding_size=128, num_speakers=28),
 }
 DEMO = Path(__file__).resolve().parents[1] / "dasv_cli" / "data" / "demo"
 
