@@ -133,6 +133,11 @@ def test_time_global_front_end_runs_whole_with_a_warning(speech, capsys) -> None
     got = embed_features(TorchParts(net), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK, name="x.wav")
     np.testing.assert_allclose(got, whole(net, logmel(wave, cfg)), atol=1e-5)
     assert "x.wav" in capsys.readouterr().err
+    # a second long recording of the same model says nothing more (a corpus would say it per file)
+    embed_features(TorchParts(net), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK, name="y.wav")
+    assert "one pass" not in capsys.readouterr().err
+    embed_features(TorchParts(tiny("ECAPA")), Features.of_wave(wave, cfg, "cmn", block=48), CHUNK, name="z.wav")
+    assert "z.wav" in capsys.readouterr().err  # another model says it again
 
 
 @pytest.mark.parametrize("waveform,pooling", [(False, "DoubleMHA"), (True, "DoubleMHA"), (False, "Statistical"),

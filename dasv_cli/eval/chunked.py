@@ -30,6 +30,7 @@ excitation) or one that does not declare its stride and field is run in one pass
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
@@ -205,6 +206,10 @@ def frame_sequence(parts: Parts, feats: Features, chunk: int) -> np.ndarray:
     return out
 
 
+# The models already warned that they run long recordings in one pass (weak: a model's warning goes with it).
+_SAID_ONE_PASS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
 def embed_features(parts: Parts, feats: Features, chunk: int, name: str = "the recording") -> np.ndarray:
     """float32 [E]: the whole-utterance embedding of `feats`, the front-end run `chunk` frames at a time
     and its outputs pooled as they come (model.pooling_stream; a pooling without a stream, or an
@@ -218,9 +223,15 @@ def embed_features(parts: Parts, feats: Features, chunk: int, name: str = "the r
     if total > chunk and (layout is None or layout[2]):
         from dasv_cli.progress import warn
 
-        why = "has a layer over the whole utterance" if layout is not None else "declares no receptive field"
-        warn(f"{name}: the front-end {why}, so its {total} frames go through it in one pass "
-             f"(memory grows with the length)")
+        owner = getattr(parts, "model", parts)
+        if owner not in _SAID_ONE_PASS:  # once per model: an ECAPA corpus of 10-20 s files said it per file
+            try:
+                _SAID_ONE_PASS.add(owner)
+            except TypeError:  # an extractor without weak references says it every time
+                pass
+            why = "has a layer over the whole utterance" if layout is not None else "declares no receptive field"
+            warn(f"{name}: the front-end {why}, so its {total} frames, and any recording over {chunk}, go "
+                 f"through it in one pass (memory grows with the length; said once)")
         return parts.head(parts.frames(feats.read(0, total)[None]))[0]
     pooler = parts.pooler()
     if pooler is None:
