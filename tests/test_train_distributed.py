@@ -109,3 +109,23 @@ def test_ctrl_c_saves_last_and_leaves_no_process(data, tmp_path):
     assert "Traceback" not in err
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] >= 1 and ckpt["rank_digests"][0] == ckpt["rank_digests"][1]
+
+
+def test_sigterm_unwinds_a_rank_inside_and_is_ignored_once_it_has_left():
+    """The launcher's SIGTERM can meet a rank that already left and is running atexit; a SystemExit
+    raised there printed a traceback under the one-line error (a CI failure of the crash test)."""
+    code = (
+        "import atexit, os, signal, time\n"
+        "from dasv_cli.train.distributed import sigterm_unwinds\n"
+        "try:\n"
+        "    with sigterm_unwinds():\n"
+        "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(5); print('not unwound')\n"
+        "except SystemExit as exc:\n"
+        "    print('unwound', exc.code)\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.2)))\n"
+        "os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2); print('still here')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["unwound 143", "still here"]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -18,6 +18,7 @@ stop, so no process outlives the command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dasv_cli import progress
 from dasv_cli.devices import resolve_device
@@ -103,33 +104,43 @@ def run_rank(cfg: TrainConfig, data: Any = None) -> int:
     not read and check the inputs again; under an external torchrun each rank prepares its own."""
     from dasv_cli.train.loop import train
 
-    _exit_on_sigterm()
-    ctx = _join(cfg)
-    if ctx.rank != 0:
-        progress.set_quiet(True)
-    try:
-        result = train(cfg, ctx, data)
-        return result.exit_code
-    finally:
-        _leave()
+    with sigterm_unwinds():
+        ctx = _join(cfg)
+        if ctx.rank != 0:
+            progress.set_quiet(True)
+        try:
+            result = train(cfg, ctx, data)
+            return result.exit_code
+        finally:
+            _leave()
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM (the launcher stopping the ranks after another one failed) unwinds this rank through
-    its `finally` blocks: loader workers are shut down and the process group left, so nothing (not
-    even a leaked-semaphore warning) outlives it. A rank stuck inside a collective gets the signal
-    when the collective fails on the dead peer, or is SIGKILLed by the launcher 30 s later."""
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside: SIGTERM (the launcher stopping the ranks after another one failed) unwinds this rank
+    through its `finally` blocks, so loader workers are shut down and the process group left and
+    nothing (not even a leaked-semaphore warning) outlives it. A rank stuck inside a collective gets
+    the signal when the collective fails on the dead peer, or is SIGKILLed by the launcher 30 s later.
+
+    After: SIGTERM is ignored. The rank has left and is already on its way out (writing its error,
+    running atexit); a SystemExit raised from inside an atexit callback would print a traceback
+    that buries the one-line error (seen in CI when the launcher's SIGTERM met a rank mid-exit)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
         raise SystemExit(128 + signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _rank_entry(cfg_dict: dict[str, Any], err_dir: str, debug: bool, quiet: bool, data: Any = None) -> int:
