@@ -88,7 +88,10 @@ def test_output_and_resume_guards(data, tmp_path, capsys):
 
 def test_impossible_options(data, tmp_path, capsys):
     line = fail(capsys, *base(data, tmp_path / "o"), "--window-seconds", "0.1", code=2)
-    assert "10 frames is shorter than the VGG4L minimum of 16 frames" in line
+    assert "10 frames is shorter than the minimum of 16 frames of VGG4L with DoubleMHA pooling" in line
+    # statistics pooling's unbiased std needs two frame vectors after the 8x time stride: 17 frames
+    line = fail(capsys, *base(data, tmp_path / "o"), "--window-seconds", "0.16", "--pooling", "Statistical", code=2)
+    assert "16 frames is shorter than the minimum of 17 frames of VGG4L with Statistical pooling" in line
     line = fail(capsys, *base(data, tmp_path / "o"), "--batch-size", "64", code=2)
     assert "40 training utterances cannot fill one batch of 64 x 1 process(es)" in line
     line = fail(capsys, *base(data, tmp_path / "o"), "--heads", "7", code=2)

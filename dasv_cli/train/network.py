@@ -29,7 +29,7 @@ def check_window(cfg: TrainConfig, min_frames: int) -> None:
     if shortest < min_frames:
         raise UsageError(
             f"--window-seconds {cfg.window_seconds}: {shortest} frames is shorter than the "
-            f"{cfg.front_end} minimum of {min_frames} frames"
+            f"minimum of {min_frames} frames of {cfg.front_end} with {cfg.pooling} pooling"
         )
 
 
