@@ -59,9 +59,10 @@ class StatisticalPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.numerics == "original":
+            xf = _fp32(x)  # under bf16 autocast the noise (1e-4) and the statistics would be rounded away
             if self.training:
-                x = x + torch.randn_like(x) * self.eps
-            return torch.cat((x.mean(dim=1), x.std(dim=1)), dim=1)
+                xf = xf + torch.randn_like(xf) * self.eps
+            return torch.cat((xf.mean(dim=1), xf.std(dim=1)), dim=1).to(x.dtype)
         xf = _fp32(x)
         mean = xf.mean(dim=1)
         var = (xf - mean.unsqueeze(1)).square().mean(dim=1)
