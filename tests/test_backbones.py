@@ -135,13 +135,18 @@ def test_model_command_prints_sizes_compute_and_takes_the_front_ends_own_width()
     assert res.code == 2 and "kernel_size 100 must be a multiple of 8 for ResNet34" in res.stderr
 
 
-@pytest.mark.parametrize("front_end, recipe, pooling, head", [("ResNet34", "paper", "Statistical", "linear"),
-                                                              ("ECAPA", "modern", "ASTP", "bn-linear")])
-def test_training_resumes_exactly(data, tmp_path, front_end: str, recipe: str, pooling: str, head: str) -> None:
+@pytest.mark.parametrize("front_end, recipe, pooling, head, machinery", [
+    ("ResNet34", "paper", "Statistical", "linear", {}),
+    ("ECAPA", "modern", "ASTP", "bn-linear", {}),
+    # bf16 + channels_last on the CPU: how ResNet34 at its published size trains 5x faster on an AMX CPU
+    ("ResNet34", "modern", "DoubleMHA", "linear", dict(precision="bf16", channels_last=True)),
+])
+def test_training_resumes_exactly(data, tmp_path, front_end: str, recipe: str, pooling: str, head: str,
+                                  machinery: dict) -> None:
     from dasv_cli.train.loop import Trainer, train
 
     over = dict(front_end=front_end, recipe=recipe, pooling=pooling, head=head, max_steps=6,
-                valid_trials=str(data / "trials.txt"), validate_every=3)
+                valid_trials=str(data / "trials.txt"), validate_every=3, **machinery)
     ref = train(tiny_config(data, tmp_path / "ref", **over))
     assert ref.step == 6 and ref.exit_code == 0
     stopper = type("Stopper", (StopAt, Trainer), {"stop_at": 4})
@@ -154,3 +159,11 @@ def test_training_resumes_exactly(data, tmp_path, front_end: str, recipe: str, p
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     assert a["best_eer"] == b["best_eer"]
+    key = "front_end.layer1.0.conv1.weight"  # conv1 has one input channel: both layouts at once
+    conv = a["model"][key] if front_end == "ResNet34" else None
+    if conv is not None:  # the layout the network trained in, also after --resume
+        cl = torch.channels_last
+        assert conv.is_contiguous(memory_format=cl) == bool(machinery) == b["model"][key].is_contiguous(memory_format=cl)
+    net = SpeakerNet(ModelConfig.from_dict(a["config"]["model"]))
+    net.load_state_dict(a["model"])  # a plain model takes it, whatever the layout trained in
+    assert torch.isfinite(net.eval()(torch.randn(1, 40, 80))).all()

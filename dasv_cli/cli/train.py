@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, data and machine -> same checkpoint)." + dflt("seed"), rich_help_panel="Machinery"),
         precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 (autocast)." + dflt("precision"), rich_help_panel="Machinery"),
         compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network." + dflt("compile"), rich_help_panel="Machinery"),
-        channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last convolutions (GPU)." + dflt("channels_last"), rich_help_panel="Machinery"),
+        channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last convolutions (a GPU; or a CPU with bf16, where it is faster)." + dflt("channels_last"), rich_help_panel="Machinery"),
         device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N." + dflt("device"), rich_help_panel="Machinery"),
         gpus: Optional[int] = typer.Option(None, "--gpus", help="Train on N GPUs with DDP (NCCL).", rich_help_panel="Machinery"),
         procs: Optional[int] = typer.Option(None, "--procs", help="Train with N CPU processes with DDP (gloo).", rich_help_panel="Machinery"),
