@@ -58,12 +58,11 @@ class StatisticalPooling(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = _fp32(x)  # under bf16 autocast the noise (1e-4) and the statistics would be rounded away
         if self.numerics == "original":
-            xf = _fp32(x)  # under bf16 autocast the noise (1e-4) and the statistics would be rounded away
             if self.training:
                 xf = xf + torch.randn_like(xf) * self.eps
             return torch.cat((xf.mean(dim=1), xf.std(dim=1)), dim=1).to(x.dtype)
-        xf = _fp32(x)
         mean = xf.mean(dim=1)
         var = (xf - mean.unsqueeze(1)).square().mean(dim=1)
         std = var.clamp_min(1e-10).sqrt()
