@@ -236,7 +236,7 @@ def test_autocast_bfloat16(name: str) -> None:
 def test_original_statistics_keep_their_noise_and_finite_gradients_under_bfloat16() -> None:
     # A channel that is constant over frames (here 1.0) has std 0, whose gradient is 0/0: the original
     # numerics add N(0, 1e-4^2) noise to avoid that. In bf16, 1 + 1e-4 rounds back to 1, so the
-    # statistics are computed in float32 (bf16 training of VGG4L K=128 lost 2 EER points without it).
+    # statistics are computed in float32 (bf16 training of VGG4L K=128: EER 6.0 % without it, 4.9 % with it).
     torch.manual_seed(0)
     pool = StatisticalPooling(8, numerics="original").train()
     x = torch.ones(2, 50, 8, dtype=torch.bfloat16, requires_grad=True)
